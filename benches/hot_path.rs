@@ -1,0 +1,105 @@
+//! Criterion benchmarks of the per-request pieces that run on every request:
+//! route matching and header rewriting.
+//!
+//! `cargo bench --bench hot_path`
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+use tailcut::config::Route;
+use tailcut::proxy::headers::{self, ClientSide};
+use tailcut::proxy::Router;
+
+fn routes(n: usize) -> Vec<Route> {
+    (0..n)
+        .map(|i| Route {
+            name: format!("r{i}"),
+            host: Some(format!("service-{i}.example.com")),
+            path_prefix: format!("/api/v{i}/"),
+            upstream: "u".into(),
+        })
+        .chain(std::iter::once(Route {
+            name: "fallback".into(),
+            host: None,
+            path_prefix: "/".into(),
+            upstream: "u".into(),
+        }))
+        .collect()
+}
+
+fn route_match(c: &mut Criterion) {
+    let router = Router::new(&routes(10), |_| 0);
+    c.bench_function("route/first of 11", |b| {
+        b.iter(|| {
+            router.find(
+                black_box(Some("service-0.example.com:443")),
+                black_box("/api/v0/users/42"),
+            )
+        })
+    });
+    c.bench_function("route/fallback after 10 misses", |b| {
+        b.iter(|| router.find(black_box(Some("www.example.com")), black_box("/index.html")))
+    });
+}
+
+/// A browser-like request: 12 headers, one of them a hop-by-hop `Connection`.
+fn browser_headers() -> HeaderMap {
+    let pairs = [
+        ("host", "www.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("connection", "keep-alive"),
+        ("cookie", "session=0123456789abcdef; theme=dark"),
+        ("upgrade-insecure-requests", "1"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "none"),
+        ("priority", "u=0, i"),
+    ];
+    let mut map = HeaderMap::with_capacity(pairs.len() + 4);
+    for (k, v) in pairs {
+        map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    map
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let client = ClientSide {
+        ip: HeaderValue::from_static("192.0.2.10"),
+        proto: "http",
+    };
+    let template = browser_headers();
+    c.bench_function("headers/rewrite_request (12 headers)", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |map| headers::rewrite_request(map, Version::HTTP_11, None, &client, None),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let mut response = HeaderMap::new();
+    response.insert("content-type", HeaderValue::from_static("text/html"));
+    response.insert("content-length", HeaderValue::from_static("1234"));
+    response.insert("date", HeaderValue::from_static("Thu, 26 Nov 2026 19:00:00 GMT"));
+    response.insert("connection", HeaderValue::from_static("keep-alive"));
+    c.bench_function("headers/rewrite_response (4 headers)", |b| {
+        b.iter_batched_ref(
+            || response.clone(),
+            |map| headers::rewrite_response(map, false),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, route_match, header_rewrite);
+criterion_main!(benches);

@@ -1,0 +1,559 @@
+//! Configuration: TOML on disk -> [`schema`] (serde) -> validated, immutable [`Config`].
+//!
+//! This module owns every rule about what a valid configuration is. Past
+//! [`load`] nothing is a raw string: addresses are `SocketAddr`, times are
+//! `Duration`, counts are non-zero. Every error names file, line, column and
+//! key. It must not open sockets or touch the runtime.
+
+mod error;
+mod schema;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use toml::Spanned;
+
+use error::Locator;
+pub use error::{ConfigError, Invalid};
+
+/// The smallest header limit hyper's HTTP/1 parser accepts: its read buffer
+/// cannot be smaller than 8 KiB.
+const MIN_HEADER_BYTES: usize = 8192;
+
+/// A validated configuration. Cheap to share behind an `Arc`; never mutated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file this configuration was read from.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// Server-wide settings.
+    pub server: Server,
+    /// Timeouts, applied to every listener and upstream.
+    pub timeouts: Timeouts,
+    /// Limits on what a client may send.
+    pub limits: Limits,
+    /// Addresses to accept connections on.
+    pub listeners: Vec<Listener>,
+    /// Routes, tried in order; the first that matches wins.
+    pub routes: Vec<Route>,
+    /// Upstream clusters by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// Server-wide settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// How long in-flight requests may run after SIGTERM/SIGINT before the
+    /// process exits anyway.
+    #[serde(serialize_with = "as_humantime")]
+    pub drain_timeout: Duration,
+}
+
+/// Every timeout tailcut enforces.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeouts {
+    /// Opening a TCP connection to a backend.
+    #[serde(serialize_with = "as_humantime")]
+    pub connect: Duration,
+    /// Receiving a request's complete header block from a client. For
+    /// HTTP/1.1 hyper starts this clock as soon as a connection is idle, so
+    /// it also bounds how long a keep-alive connection may wait between requests.
+    #[serde(serialize_with = "as_humantime")]
+    pub request_header: Duration,
+    /// Waiting for a backend's response headers once the request was sent.
+    #[serde(serialize_with = "as_humantime")]
+    pub upstream_response_header: Duration,
+    /// Closing a client connection that has had no request in flight for this long.
+    #[serde(serialize_with = "as_humantime")]
+    pub idle: Duration,
+    /// The whole exchange, from request headers to the last byte of the
+    /// response body. `None`: no limit (long downloads, streams).
+    #[serde(serialize_with = "as_humantime_opt")]
+    pub request: Option<Duration>,
+}
+
+/// Limits on what clients may send and how many may connect.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Largest HTTP/1 request head (request line and headers), in bytes.
+    pub max_header_bytes: NonZeroUsize,
+    /// Most header fields in one request.
+    pub max_headers: NonZeroUsize,
+    /// Default connection limit of a listener; over it, clients get 503.
+    pub max_connections_per_listener: NonZeroUsize,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    /// Name used in logs.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Concurrent connections accepted before new ones get 503.
+    pub max_connections: NonZeroUsize,
+}
+
+/// A rule sending matching requests to an upstream cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Lower-case host to match (port ignored); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix to match; `/` matches every path.
+    pub path_prefix: String,
+    /// Name of the upstream cluster; validated to exist.
+    pub upstream: String,
+}
+
+/// A cluster of interchangeable backends.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upstream {
+    /// Backend addresses, used round-robin.
+    pub backends: Vec<SocketAddr>,
+    /// Idle keep-alive connections kept per backend.
+    pub max_idle_per_backend: usize,
+    /// How long an idle pooled connection is kept.
+    #[serde(serialize_with = "as_humantime")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Config {
+    /// The effective configuration, defaults filled in, as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+}
+
+/// Reads and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(parse(path, &source)?)
+}
+
+/// Validates configuration text; `path` is only used in error messages.
+pub fn parse(path: &Path, source: &str) -> Result<Config, Invalid> {
+    let locator = Locator::new(path, source);
+    let deserializer = toml::Deserializer::new(source);
+    let file: schema::File = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        // Spanned<T> deserializes through private helper fields; they are not
+        // keys the user wrote.
+        let key = err.path().to_string().replace(".$__serde_spanned_private_value", "");
+        let key = if key == "." { String::new() } else { key };
+        let inner = err.into_inner();
+        let message = inner.message().trim_end().replace('\n', "; ");
+        locator.error(inner.span(), key, message)
+    })?;
+    Validator { locator }.config(path, file)
+}
+
+struct Validator<'a> {
+    locator: Locator<'a>,
+}
+
+impl Validator<'_> {
+    fn config(&self, path: &Path, file: schema::File) -> Result<Config, Invalid> {
+        let server = Server {
+            drain_timeout: self.duration(file.server.drain_timeout, "server.drain_timeout", "30s")?,
+        };
+        let t = file.timeouts;
+        let timeouts = Timeouts {
+            connect: self.duration(t.connect, "timeouts.connect", "1s")?,
+            request_header: self.duration(t.request_header, "timeouts.request_header", "10s")?,
+            upstream_response_header: self.duration(
+                t.upstream_response_header,
+                "timeouts.upstream_response_header",
+                "30s",
+            )?,
+            idle: self.duration(t.idle, "timeouts.idle", "60s")?,
+            request: match t.request {
+                None => None,
+                Some(value) => Some(self.duration(Some(value), "timeouts.request", "")?),
+            },
+        };
+        let l = file.limits;
+        let header_bytes_span = l.max_header_bytes.as_ref().map(Spanned::span);
+        let max_header_bytes = self.count(l.max_header_bytes, "limits.max_header_bytes", nz(32 * 1024))?;
+        if max_header_bytes.get() < MIN_HEADER_BYTES {
+            let span = header_bytes_span;
+            return Err(self.locator.error(
+                span,
+                "limits.max_header_bytes",
+                format!("{max_header_bytes} is below the minimum of {MIN_HEADER_BYTES}"),
+            ));
+        }
+        let limits = Limits {
+            max_header_bytes,
+            max_headers: self.count(l.max_headers, "limits.max_headers", nz(100))?,
+            max_connections_per_listener: self.count(
+                l.max_connections_per_listener,
+                "limits.max_connections_per_listener",
+                nz(10_000),
+            )?,
+        };
+
+        let upstreams = file
+            .upstreams
+            .into_iter()
+            .map(|(name, upstream)| Ok((name.clone(), self.upstream(&name, upstream)?)))
+            .collect::<Result<BTreeMap<_, _>, Invalid>>()?;
+
+        let listeners = self.listeners(file.listeners, limits.max_connections_per_listener)?;
+        let routes = self.routes(file.routes, &upstreams)?;
+
+        Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            timeouts,
+            limits,
+            listeners,
+            routes,
+            upstreams,
+        })
+    }
+
+    fn listeners(&self, raw: Vec<schema::Listener>, default_max: NonZeroUsize) -> Result<Vec<Listener>, Invalid> {
+        if raw.is_empty() {
+            return Err(self
+                .locator
+                .error(None, "listeners", "at least one listener is required"));
+        }
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let key = format!("listeners[{i}]");
+                let name = self.name(&listener.name, &format!("{key}.name"), &mut names)?;
+                let address = self.socket_addr(&listener.address, &format!("{key}.address"))?;
+                if address.port() != 0 && !addresses.insert(address) {
+                    return Err(self.locator.error(
+                        Some(listener.address.span()),
+                        format!("{key}.address"),
+                        format!("{address} is already used by another listener"),
+                    ));
+                }
+                let max_connections = listener
+                    .max_connections
+                    .map(|raw| self.positive(&raw, &format!("{key}.max_connections")))
+                    .transpose()?
+                    .unwrap_or(default_max);
+                Ok(Listener {
+                    name,
+                    address,
+                    max_connections,
+                })
+            })
+            .collect()
+    }
+
+    fn routes(&self, raw: Vec<schema::Route>, upstreams: &BTreeMap<String, Upstream>) -> Result<Vec<Route>, Invalid> {
+        if raw.is_empty() {
+            return Err(self.locator.error(None, "routes", "at least one route is required"));
+        }
+        let mut names = HashSet::new();
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let key = format!("routes[{i}]");
+                let name = self.name(&route.name, &format!("{key}.name"), &mut names)?;
+                let host = match route.host {
+                    None => None,
+                    Some(host) => Some(self.host(&host, &format!("{key}.host"))?),
+                };
+                let path_prefix = match route.path_prefix {
+                    None => "/".to_owned(),
+                    Some(prefix) if prefix.get_ref().starts_with('/') => prefix.into_inner(),
+                    Some(prefix) => {
+                        return Err(self.locator.error(
+                            Some(prefix.span()),
+                            format!("{key}.path_prefix"),
+                            format!("{:?} must start with '/'", prefix.get_ref()),
+                        ))
+                    }
+                };
+                if !upstreams.contains_key(route.upstream.get_ref()) {
+                    return Err(self.locator.error(
+                        Some(route.upstream.span()),
+                        format!("{key}.upstream"),
+                        format!("no upstream named {:?} is defined", route.upstream.get_ref()),
+                    ));
+                }
+                Ok(Route {
+                    name,
+                    host,
+                    path_prefix,
+                    upstream: route.upstream.into_inner(),
+                })
+            })
+            .collect()
+    }
+
+    fn upstream(&self, name: &str, raw: schema::Upstream) -> Result<Upstream, Invalid> {
+        let key = format!("upstreams.{name}");
+        if raw.backends.get_ref().is_empty() {
+            return Err(self.locator.error(
+                Some(raw.backends.span()),
+                format!("{key}.backends"),
+                "at least one backend is required",
+            ));
+        }
+        let backends = raw
+            .backends
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, backend)| self.socket_addr(backend, &format!("{key}.backends[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_idle_per_backend = match raw.max_idle_per_backend {
+            None => 64,
+            Some(value) => self.non_negative(&value, &format!("{key}.max_idle_per_backend"))?,
+        };
+        Ok(Upstream {
+            backends,
+            max_idle_per_backend,
+            pool_idle_timeout: self.duration(raw.pool_idle_timeout, &format!("{key}.pool_idle_timeout"), "90s")?,
+        })
+    }
+
+    fn name(&self, raw: &Spanned<String>, key: &str, seen: &mut HashSet<String>) -> Result<String, Invalid> {
+        let name = raw.get_ref();
+        if name.is_empty() {
+            return Err(self.locator.error(Some(raw.span()), key, "must not be empty"));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(self
+                .locator
+                .error(Some(raw.span()), key, format!("{name:?} is used twice")));
+        }
+        Ok(name.clone())
+    }
+
+    fn host(&self, raw: &Spanned<String>, key: &str) -> Result<String, Invalid> {
+        let host = raw.get_ref();
+        let valid = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+        if !valid {
+            return Err(self.locator.error(
+                Some(raw.span()),
+                key,
+                format!("{host:?} is not a host name (no scheme, path or spaces)"),
+            ));
+        }
+        Ok(host.to_ascii_lowercase())
+    }
+
+    fn socket_addr(&self, raw: &Spanned<String>, key: &str) -> Result<SocketAddr, Invalid> {
+        raw.get_ref().parse().map_err(|_| {
+            self.locator.error(
+                Some(raw.span()),
+                key,
+                format!("{:?} is not a socket address", raw.get_ref()),
+            )
+        })
+    }
+
+    fn duration(&self, raw: Option<Spanned<String>>, key: &str, default: &str) -> Result<Duration, Invalid> {
+        let (text, span) = match &raw {
+            Some(value) => (value.get_ref().as_str(), Some(value.span())),
+            None => (default, None),
+        };
+        match humantime::parse_duration(text) {
+            Ok(duration) if !duration.is_zero() => Ok(duration),
+            Ok(_) => Err(self
+                .locator
+                .error(span, key, format!("{text:?} must be longer than zero"))),
+            Err(_) => Err(self.locator.error(
+                span,
+                key,
+                format!("{text:?} is not a duration; write e.g. \"250ms\", \"10s\", \"2m\""),
+            )),
+        }
+    }
+
+    fn count(&self, raw: Option<Spanned<i64>>, key: &str, default: NonZeroUsize) -> Result<NonZeroUsize, Invalid> {
+        raw.map(|raw| self.positive(&raw, key))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
+    }
+
+    fn positive(&self, raw: &Spanned<i64>, key: &str) -> Result<NonZeroUsize, Invalid> {
+        NonZeroUsize::new(self.non_negative(raw, key)?)
+            .ok_or_else(|| self.locator.error(Some(raw.span()), key, "must be greater than zero"))
+    }
+
+    fn non_negative(&self, raw: &Spanned<i64>, key: &str) -> Result<usize, Invalid> {
+        usize::try_from(*raw.get_ref()).map_err(|_| {
+            self.locator
+                .error(Some(raw.span()), key, format!("{} must not be negative", raw.get_ref()))
+        })
+    }
+}
+
+/// A non-zero default; zero is a programming error caught by the unit tests.
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+fn as_humantime<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn as_humantime_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => as_humantime(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+name = "main"
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "all"
+upstream = "app"
+
+[upstreams.app]
+backends = ["127.0.0.1:9000"]
+"#;
+
+    fn error(source: &str) -> String {
+        match parse(Path::new("t.toml"), source) {
+            Ok(_) => panic!("expected an error for:\n{source}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        assert_eq!(config.timeouts.connect, Duration::from_secs(1));
+        assert_eq!(config.timeouts.request_header, Duration::from_secs(10));
+        assert_eq!(config.timeouts.request, None);
+        assert_eq!(config.limits.max_headers.get(), 100);
+        assert_eq!(config.listeners[0].max_connections.get(), 10_000);
+        assert_eq!(config.routes[0].path_prefix, "/");
+        assert_eq!(config.upstreams["app"].max_idle_per_backend, 64);
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let source = include_str!("../../config/tailcut.toml");
+        let config = parse(Path::new("config/tailcut.toml"), source).expect("example config is valid");
+        assert_eq!(config.routes.len(), 2);
+    }
+
+    #[test]
+    fn bad_backend_names_file_line_column_and_key() {
+        let source = MINIMAL.replace(r#"["127.0.0.1:9000"]"#, r#"["127.0.0.1:9000", "127.0.0.1:99999"]"#);
+        assert_eq!(
+            error(&source),
+            r#"t.toml:11:31: upstreams.app.backends[1]: "127.0.0.1:99999" is not a socket address"#
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_at_the_key() {
+        let source = MINIMAL.replace("name = \"main\"", "name = \"main\"\nport = 80");
+        assert_eq!(
+            error(&source),
+            "t.toml:4:1: listeners[0].port: unknown field `port`, expected one of `name`, `address`, `max_connections`"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_without_internal_helpers() {
+        let source = format!("[timeouts]\nconnect = 5\n{MINIMAL}");
+        assert_eq!(
+            error(&source),
+            "t.toml:2:11: timeouts.connect: invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn durations_must_parse_and_be_positive() {
+        let bad = error(&format!("[timeouts]\nidle = \"soon\"\n{MINIMAL}"));
+        assert!(
+            bad.starts_with(r#"t.toml:2:8: timeouts.idle: "soon" is not a duration"#),
+            "{bad}"
+        );
+        let zero = error(&format!("[timeouts]\nidle = \"0s\"\n{MINIMAL}"));
+        assert_eq!(zero, r#"t.toml:2:8: timeouts.idle: "0s" must be longer than zero"#);
+    }
+
+    #[test]
+    fn counts_must_be_positive_and_header_limit_at_least_8k() {
+        let zero = error(&format!("[limits]\nmax_headers = 0\n{MINIMAL}"));
+        assert_eq!(zero, "t.toml:2:15: limits.max_headers: must be greater than zero");
+        let small = error(&format!("[limits]\nmax_header_bytes = 100\n{MINIMAL}"));
+        assert_eq!(
+            small,
+            "t.toml:2:20: limits.max_header_bytes: 100 is below the minimum of 8192"
+        );
+        let negative = error(&format!("[limits]\nmax_headers = -3\n{MINIMAL}"));
+        assert_eq!(negative, "t.toml:2:15: limits.max_headers: -3 must not be negative");
+    }
+
+    #[test]
+    fn route_to_an_undefined_upstream_is_an_error() {
+        let source = MINIMAL.replace("upstream = \"app\"", "upstream = \"nope\"");
+        assert_eq!(
+            error(&source),
+            r#"t.toml:8:12: routes[0].upstream: no upstream named "nope" is defined"#
+        );
+    }
+
+    #[test]
+    fn path_prefix_must_be_absolute_and_names_unique() {
+        let source = MINIMAL.replace("name = \"all\"", "name = \"all\"\npath_prefix = \"api\"");
+        assert_eq!(
+            error(&source),
+            r#"t.toml:8:15: routes[0].path_prefix: "api" must start with '/'"#
+        );
+        let twice = format!("{MINIMAL}\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:1\"\n");
+        assert_eq!(error(&twice), r#"t.toml:14:8: listeners[1].name: "main" is used twice"#);
+    }
+
+    #[test]
+    fn missing_sections_are_reported() {
+        assert_eq!(error(""), "t.toml: listeners: at least one listener is required");
+        let no_backends = MINIMAL.replace(r#"["127.0.0.1:9000"]"#, "[]");
+        assert_eq!(
+            error(&no_backends),
+            "t.toml:11:12: upstreams.app.backends: at least one backend is required"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line() {
+        let err = error("x = [\n");
+        assert!(err.starts_with("t.toml:2:1: "), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        let again = parse(Path::new("t2.toml"), &config.to_toml()).expect("printed config parses");
+        assert_eq!(again.to_toml(), config.to_toml());
+    }
+}

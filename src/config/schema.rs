@@ -1,0 +1,76 @@
+//! The file schema: what serde reads from TOML, before any validation.
+//!
+//! Values that need checking beyond their TOML type (addresses, durations,
+//! counts) are kept as [`Spanned`] so that validation can point at them.
+//! Nothing outside the config module sees these types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Server {
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Timeouts {
+    pub connect: Option<Spanned<String>>,
+    pub request_header: Option<Spanned<String>>,
+    pub upstream_response_header: Option<Spanned<String>>,
+    pub idle: Option<Spanned<String>>,
+    pub request: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_connections_per_listener: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Listener {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub max_connections: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    pub name: Spanned<String>,
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub upstream: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Upstream {
+    pub backends: Spanned<Vec<Spanned<String>>>,
+    pub max_idle_per_backend: Option<Spanned<i64>>,
+    pub pool_idle_timeout: Option<Spanned<String>>,
+}

@@ -1,0 +1,31 @@
+//! tailcut: an HTTP reverse proxy built to keep p99 and p99.9 latency low and predictable.
+//!
+//! # Layout
+//!
+//! The modules follow a request from the socket to the backend and back:
+//!
+//! - [`cli`]: command-line definitions (clap); nothing else.
+//! - [`config`]: TOML on disk -> validated, typed, immutable [`config::Config`].
+//!   Every error names file, line, column and key.
+//! - [`server`]: binds listeners, accepts connections (with a per-listener
+//!   limit), serves HTTP/1.1 and cleartext HTTP/2 on each, closes idle
+//!   connections and drains on shutdown.
+//! - [`middleware`]: tower layers that wrap the forwarding service; the stack
+//!   is composed once, in [`middleware::stack`].
+//! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled
+//!   upstream client, WebSocket tunnels, and the one place where errors become
+//!   HTTP statuses.
+//! - [`balance`]: choosing a backend within an upstream cluster.
+//!
+//! A request's path: `server` accepts a connection and hands each request to
+//! the `middleware` stack, whose innermost service is [`proxy::Proxy`]. The
+//! proxy picks a route, rewrites headers, picks a backend through `balance`,
+//! sends the request on a pooled connection and streams the response body back
+//! frame by frame, without collecting or copying it.
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod middleware;
+pub mod proxy;
+pub mod server;

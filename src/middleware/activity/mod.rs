@@ -1,0 +1,119 @@
+//! Tracks whether a connection has requests in flight and when the last one
+//! ended, so the server can close connections that stay idle too long.
+//!
+//! A request counts as in flight from the moment the service is called until
+//! its response body is finished or dropped, not merely until its headers are
+//! sent. Two atomics per connection; nothing here blocks or locks.
+
+mod body;
+mod layer;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use body::TrackedBody;
+pub use layer::{TrackActivity, TrackActivityFuture, TrackActivityLayer};
+
+/// The activity record of one connection; clones share it.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    base: Instant,
+    in_flight: AtomicUsize,
+    /// Nanoseconds after `base` at which the last request ended.
+    last_end: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Activity {
+    /// A connection that has just opened: idle since now.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                base: Instant::now(),
+                in_flight: AtomicUsize::new(0),
+                last_end: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Marks a request as started; the guard marks it ended when dropped.
+    pub fn begin(&self) -> RequestGuard {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Requests currently in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    fn last_end(&self) -> Instant {
+        self.inner.base + Duration::from_nanos(self.inner.last_end.load(Ordering::Acquire))
+    }
+
+    /// Completes once the connection has had no request in flight for `limit`.
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            let idle_until = self.last_end() + limit;
+            if Instant::now() < idle_until {
+                tokio::time::sleep_until(idle_until).await;
+            } else if self.in_flight() > 0 {
+                // A long request: look again one period later.
+                tokio::time::sleep(limit).await;
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+/// Held while a request is in flight.
+#[derive(Debug)]
+pub struct RequestGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = Instant::now().saturating_duration_since(self.inner.base);
+        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.last_end.store(nanos, Ordering::Release);
+        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_waits_for_in_flight_requests_to_end() {
+        let activity = Activity::new();
+        let guard = activity.begin();
+        let idle = activity.idle_for(Duration::from_secs(5));
+        tokio::pin!(idle);
+        // With a request in flight, no amount of time makes the connection idle.
+        assert!(tokio::time::timeout(Duration::from_secs(60), idle.as_mut())
+            .await
+            .is_err());
+        drop(guard);
+        let ended = Instant::now();
+        idle.await;
+        assert!(Instant::now() - ended >= Duration::from_secs(5));
+    }
+}

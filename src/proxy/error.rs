@@ -1,0 +1,161 @@
+//! Every way a request can fail, and the one place each becomes an HTTP status.
+//!
+//! Each error says whose fault it was ([`Fault`]): the client (4xx, logged at
+//! debug so an abusive client cannot flood the log), the upstream (5xx, logged
+//! at warn), or tailcut itself.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, VIA};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::headers::VIA_VALUE;
+
+/// Whose fault a failed request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something tailcut will not forward.
+    Downstream,
+    /// A backend failed or was too slow.
+    Upstream,
+    /// tailcut is out of capacity.
+    Internal,
+}
+
+/// A request tailcut could not forward.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request's host and path.
+    #[error("no route matches host {host:?} path {path:?}")]
+    NoRoute {
+        /// The request's host, if it had one.
+        host: Option<String>,
+        /// The request's path.
+        path: String,
+    },
+    /// The request is malformed in a way hyper's parser lets through.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The backend refused, reset or closed the connection before a response.
+    #[error("upstream {upstream} ({backend}): {cause}")]
+    UpstreamFailed {
+        /// The cluster name.
+        upstream: String,
+        /// The backend address.
+        backend: String,
+        /// What went wrong, from the client library.
+        cause: String,
+    },
+    /// Connecting to the backend, or waiting for its response headers, took too long.
+    #[error("upstream {upstream} ({backend}): no response within {after:?}")]
+    UpstreamTimeout {
+        /// The cluster name.
+        upstream: String,
+        /// The backend address.
+        backend: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The listener is at its connection limit.
+    #[error("listener {listener} is at its limit of {limit} connections")]
+    Overloaded {
+        /// The listener's name.
+        listener: String,
+        /// Its connection limit.
+        limit: usize,
+    },
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whose fault it was.
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => Fault::Downstream,
+            ProxyError::UpstreamFailed { .. } | ProxyError::UpstreamTimeout { .. } => Fault::Upstream,
+            ProxyError::Overloaded { .. } => Fault::Internal,
+        }
+    }
+
+    /// Logs the error with its cause and turns it into the client's response:
+    /// the status, a one-line text body, and for 503 a `Retry-After`.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        match self.fault() {
+            Fault::Downstream => tracing::debug!(status = status.as_u16(), cause = %self, "request rejected"),
+            Fault::Upstream | Fault::Internal => {
+                tracing::warn!(status = status.as_u16(), cause = %self, "request failed")
+            }
+        }
+        let text = match status {
+            StatusCode::NOT_FOUND => "no route\n",
+            StatusCode::BAD_REQUEST => "bad request\n",
+            StatusCode::BAD_GATEWAY => "bad gateway: upstream failed\n",
+            StatusCode::GATEWAY_TIMEOUT => "gateway timeout: upstream too slow\n",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded: retry later\n",
+            _ => "error\n",
+        };
+        let mut response = Response::new(ProxyBody::full(Bytes::from_static(text.as_bytes())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(VIA, HeaderValue::from_static(VIA_VALUE));
+        match &self {
+            ProxyError::Overloaded { .. } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::BadRequest(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_asks_the_client_to_retry_and_closes() {
+        let response = ProxyError::Overloaded {
+            listener: "main".into(),
+            limit: 1,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert_eq!(response.headers()[CONNECTION], "close");
+    }
+
+    #[test]
+    fn timeouts_are_504_and_failures_502() {
+        let timeout = ProxyError::UpstreamTimeout {
+            upstream: "u".into(),
+            backend: "b".into(),
+            after: Duration::from_secs(1),
+        };
+        let failed = ProxyError::UpstreamFailed {
+            upstream: "u".into(),
+            backend: "b".into(),
+            cause: "reset".into(),
+        };
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(failed.fault(), Fault::Upstream);
+    }
+}

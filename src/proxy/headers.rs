@@ -1,0 +1,305 @@
+//! Header hygiene for a forwarding proxy, as RFC 9110 section 7.6 asks.
+//!
+//! Hop-by-hop headers describe one connection and must not cross the proxy;
+//! `X-Forwarded-*` and `Via` tell the backend and the client that it did.
+//! Pure functions over `HeaderMap`: no I/O, no routing.
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRANSFER_ENCODING, UPGRADE, VIA,
+};
+use http::uri::Authority;
+use http::Version;
+
+/// The `Via` entry tailcut adds to responses (RFC 9110 section 7.6.3).
+pub const VIA_VALUE: &str = "1.1 tailcut";
+
+/// `X-Forwarded-For`: the chain of client addresses.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the host the client asked for.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that are hop-by-hop whether or not `Connection` names them.
+/// `Trailer` is not among them: it is end-to-end (RFC 9110 section 6.6.2) and
+/// hyper only sends the trailer fields it declares.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TE,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ]
+}
+
+/// Calls `f` with each comma-separated token of every value of `name`.
+fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str)) {
+    for value in headers.get_all(name) {
+        let Ok(text) = value.to_str() else { continue };
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .for_each(&mut f);
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    let mut found = false;
+    for_each_token(headers, name, |t| found |= t.eq_ignore_ascii_case(token));
+    found
+}
+
+/// Removes every hop-by-hop header: those `Connection` names, then the fixed list.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let mut named = Vec::new();
+        for_each_token(headers, &CONNECTION, |token| {
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        });
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an HTTP/1.1 client asks to switch to (`Upgrade`, with
+/// `upgrade` among the `Connection` tokens), e.g. `websocket`.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(UPGRADE)?;
+    has_token(headers, &CONNECTION, "upgrade").then(|| upgrade.clone())
+}
+
+/// What the proxy knows about the client side of a request.
+#[derive(Debug, Clone)]
+pub struct ClientSide {
+    /// The client's IP address, ready to append to `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+/// Rewrites a client's request headers for the backend.
+///
+/// `authority` is the request URI's authority (HTTP/2 carries the host there
+/// instead of in `Host`). `upgrade` is kept when the request is a protocol
+/// upgrade the proxy will tunnel.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    version: Version,
+    authority: Option<&Authority>,
+    client: &ClientSide,
+    upgrade: Option<HeaderValue>,
+) {
+    let wants_trailers = has_token(headers, &TE, "trailers");
+    strip_hop_by_hop(headers);
+    // tailcut answers `Expect: 100-continue` itself (hyper sends the 100 when
+    // the body is first read), so the backend must not wait to answer it again.
+    headers.remove(EXPECT);
+    if wants_trailers {
+        // TE is hop-by-hop, but the proxy may ask for trailers on its own hop
+        // so that the backend sends them and they can be relayed.
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    if !headers.contains_key(HOST) {
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(HOST, host);
+        }
+    }
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(&X_FORWARDED_HOST, host);
+    }
+    append_forwarded_for(headers, &client.ip);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
+    headers.append(VIA, HeaderValue::from_static(via_for(version)));
+}
+
+/// Rewrites a backend's response headers for the client. `upgrade` is true
+/// for a `101 Switching Protocols` the proxy will tunnel.
+pub fn rewrite_response(headers: &mut HeaderMap, upgrade: bool) {
+    let protocol = if upgrade { headers.get(UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = protocol {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    headers.append(VIA, HeaderValue::from_static(VIA_VALUE));
+}
+
+fn via_for(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9 tailcut",
+        Version::HTTP_10 => "1.0 tailcut",
+        Version::HTTP_2 => "2 tailcut",
+        Version::HTTP_3 => "3 tailcut",
+        _ => VIA_VALUE,
+    }
+}
+
+/// Appends the client to `X-Forwarded-For`, folding earlier values (which may
+/// span several header lines) into one comma-separated list.
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
+        return;
+    }
+    let mut chain = Vec::with_capacity(64);
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        chain.extend_from_slice(value.as_bytes());
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(client_ip.as_bytes());
+    match HeaderValue::from_bytes(&chain) {
+        Ok(value) => {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
+        // Unreachable in practice (header bytes stay valid when joined), but a
+        // peer controls these bytes, so fall back to the client alone.
+        Err(_) => {
+            headers.insert(&X_FORWARDED_FOR, client_ip.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientSide {
+        ClientSide {
+            ip: HeaderValue::from_static("10.0.0.9"),
+            proto: "http",
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_hop_by_hop_headers_named_in_connection() {
+        let mut h = map(&[
+            ("connection", "X-Secret, keep-alive"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "3");
+    }
+
+    #[test]
+    fn strips_the_fixed_hop_by_hop_list_but_keeps_trailer() {
+        let mut h = map(&[
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("trailer", "x-checksum"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["trailer"], "x-checksum");
+    }
+
+    #[test]
+    fn appends_to_x_forwarded_for_across_header_lines() {
+        let mut h = map(&[
+            ("host", "a.test"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        rewrite_request(&mut h, Version::HTTP_11, None, &client(), None);
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.test");
+        assert_eq!(h[VIA], "1.1 tailcut");
+    }
+
+    #[test]
+    fn http2_authority_becomes_host() {
+        let mut h = HeaderMap::new();
+        let authority: Authority = "b.test:8080".parse().expect("authority");
+        rewrite_request(&mut h, Version::HTTP_2, Some(&authority), &client(), None);
+        assert_eq!(h[HOST], "b.test:8080");
+        assert_eq!(h[&X_FORWARDED_HOST], "b.test:8080");
+        assert_eq!(h[VIA], "2 tailcut");
+    }
+
+    #[test]
+    fn asks_upstream_for_trailers_only_when_the_client_accepts_them() {
+        let mut with = map(&[("host", "a"), ("te", "trailers, deflate")]);
+        rewrite_request(&mut with, Version::HTTP_11, None, &client(), None);
+        assert_eq!(with[TE], "trailers");
+        let mut without = map(&[("host", "a"), ("te", "deflate")]);
+        rewrite_request(&mut without, Version::HTTP_11, None, &client(), None);
+        assert!(without.get(TE).is_none());
+    }
+
+    #[test]
+    fn keeps_upgrade_only_for_tunnelled_requests() {
+        let mut h = map(&[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_protocol(&h);
+        assert_eq!(protocol.as_ref().map(|p| p.as_bytes()), Some(&b"websocket"[..]));
+        rewrite_request(&mut h, Version::HTTP_11, None, &client(), protocol);
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+
+        let plain = map(&[("upgrade", "websocket")]);
+        assert!(
+            upgrade_protocol(&plain).is_none(),
+            "Upgrade without Connection: upgrade is not an upgrade"
+        );
+    }
+
+    #[test]
+    fn response_loses_hop_by_hop_and_gains_via() {
+        let mut h = map(&[
+            ("connection", "close, x-a"),
+            ("x-a", "1"),
+            ("keep-alive", "x"),
+            ("via", "1.1 origin"),
+        ]);
+        rewrite_response(&mut h, false);
+        assert!(h.get("x-a").is_none() && h.get(CONNECTION).is_none() && h.get("keep-alive").is_none());
+        let via: Vec<_> = h.get_all(VIA).iter().collect();
+        assert_eq!(via, ["1.1 origin", "1.1 tailcut"]);
+    }
+
+    #[test]
+    fn expect_is_answered_by_the_proxy_not_forwarded() {
+        let mut h = map(&[("host", "a"), ("expect", "100-continue")]);
+        rewrite_request(&mut h, Version::HTTP_11, None, &client(), None);
+        assert!(h.get(EXPECT).is_none());
+    }
+}

@@ -1,0 +1,249 @@
+//! The forwarding service: route, rewrite headers, send upstream, stream back.
+//!
+//! [`Proxy`] holds what every connection shares (routes, upstream clusters
+//! and their pools, timeouts); [`ProxyService`] is its per-connection tower
+//! `Service`. Bodies pass through as hyper's `Incoming` streams in both
+//! directions; this module never collects a body. Every failure is a
+//! [`ProxyError`], turned into a response in `error.rs` alone.
+
+mod body;
+mod error;
+pub mod headers;
+mod route;
+mod upgrade;
+mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, HOST};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+pub use body::{BodyError, ProxyBody};
+pub use error::{Fault, ProxyError};
+pub use route::{Route, Router};
+pub use upstream::{Backend, Cluster};
+
+use crate::config::{Config, Timeouts};
+use headers::ClientSide;
+
+/// Everything the forwarding path shares across connections.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    router: Router,
+    clusters: Vec<Cluster>,
+    timeouts: Timeouts,
+}
+
+impl Proxy {
+    /// Builds routes and upstream clusters (with empty pools) from `config`.
+    pub fn new(config: &Config) -> Self {
+        let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        let router = Router::new(&config.routes, |name| {
+            names.iter().position(|n| *n == name).unwrap_or(0)
+        });
+        let clusters = config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| Cluster::new(name, upstream, &config.timeouts))
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                router,
+                clusters,
+                timeouts: config.timeouts.clone(),
+            }),
+        }
+    }
+
+    /// The service for one client connection from `peer`, reached over `proto`
+    /// (`http` or `https`).
+    pub fn service_for(&self, peer: SocketAddr, proto: &'static str) -> ProxyService {
+        // Computed once per connection, not per request.
+        let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ProxyService {
+            shared: self.shared.clone(),
+            client: ClientSide { ip, proto },
+        }
+    }
+}
+
+/// The forwarding service for one client connection.
+#[derive(Debug, Clone)]
+pub struct ProxyService {
+    shared: Arc<Shared>,
+    client: ClientSide,
+}
+
+impl tower::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let client = self.client.clone();
+        let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
+        Box::pin(
+            async move {
+                let response = match shared.forward(&client, request).await {
+                    Ok(response) => response,
+                    Err(err) => err.into_response(),
+                };
+                tracing::debug!(status = response.status().as_u16(), "response headers");
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+impl Shared {
+    async fn forward(
+        &self,
+        client: &ClientSide,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+
+        // RFC 9112 section 3.2: an HTTP/1.1 request must carry exactly one Host.
+        // hyper lets both faults through, so they are checked here.
+        let hosts = parts.headers.get_all(HOST).iter().count();
+        if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request needs exactly one Host header"));
+        }
+        let host = match parts.headers.get(HOST) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?,
+            ),
+            None => parts.uri.authority().map(|a| a.as_str()),
+        };
+        let route = self
+            .router
+            .find(host, parts.uri.path())
+            .ok_or_else(|| ProxyError::NoRoute {
+                host: host.map(str::to_owned),
+                path: parts.uri.path().to_owned(),
+            })?;
+        let cluster = &self.clusters[route.upstream];
+        let backend = cluster.pick();
+
+        let upgrade = match parts.version {
+            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
+            _ => None,
+        };
+        headers::rewrite_request(
+            &mut parts.headers,
+            parts.version,
+            parts.uri.authority(),
+            client,
+            upgrade.clone(),
+        );
+        parts.version = Version::HTTP_11;
+        let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
+
+        let deadline = self.timeouts.request.map(|limit| started + limit);
+        let header_timeout = match deadline {
+            Some(deadline) => self.timeouts.upstream_response_header.min(deadline - started),
+            None => self.timeouts.upstream_response_header,
+        };
+
+        if upgrade.is_some() {
+            if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
+                parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+                let request = Request::from_parts(parts, body);
+                return upgrade::tunnel(
+                    cluster,
+                    backend,
+                    request,
+                    client_side,
+                    self.timeouts.connect,
+                    header_timeout,
+                )
+                .await;
+            }
+        }
+
+        parts.uri = backend
+            .absolute_uri(path_and_query)
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        let request = Request::from_parts(parts, body);
+        let response = match tokio::time::timeout(header_timeout, cluster.send(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(self.classify(cluster, backend, &err)),
+            Err(_) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    upstream: cluster.name.clone(),
+                    backend: backend.addr.to_string(),
+                    after: header_timeout,
+                })
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        headers::rewrite_response(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, ProxyBody::upstream(body, deadline)))
+    }
+
+    /// A client error is a timeout when the connector gave up on connecting
+    /// (504, like nginx), and a failure otherwise (refused, reset: 502).
+    fn classify(&self, cluster: &Cluster, backend: &Backend, err: &hyper_util::client::legacy::Error) -> ProxyError {
+        let timed_out = err.is_connect() && error_chain_has_timeout(err);
+        if timed_out {
+            return ProxyError::UpstreamTimeout {
+                upstream: cluster.name.clone(),
+                backend: backend.addr.to_string(),
+                after: self.timeouts.connect,
+            };
+        }
+        ProxyError::UpstreamFailed {
+            upstream: cluster.name.clone(),
+            backend: backend.addr.to_string(),
+            cause: error_chain(err),
+        }
+    }
+}
+
+fn error_chain_has_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// `outer: inner: innermost`, for log lines.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}

@@ -1,0 +1,116 @@
+//! Routing: the first route whose host and path prefix match wins.
+
+use crate::config;
+
+/// A route compiled for matching.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name, for logs and metrics.
+    pub name: String,
+    host: Option<String>,
+    path_prefix: String,
+    /// Index of the upstream cluster in the proxy's cluster list.
+    pub upstream: usize,
+}
+
+/// Routes in configuration order.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Compiles `routes`; `upstream_index` maps an upstream name (already
+    /// validated to exist) to its index.
+    pub fn new(routes: &[config::Route], upstream_index: impl Fn(&str) -> usize) -> Self {
+        let routes = routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.clone(),
+                host: r.host.as_deref().map(|h| without_port(h).to_owned()),
+                path_prefix: r.path_prefix.clone(),
+                upstream: upstream_index(&r.upstream),
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// The first route matching `host` (port ignored, case-insensitive) and
+    /// `path` (plain byte prefix, like nginx's `location /prefix`).
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(without_port);
+        self.routes.iter().find(|route| {
+            let host_matches = match (&route.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            host_matches && path.starts_with(route.path_prefix.as_str())
+        })
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
+fn without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rfind(':') {
+        Some(colon) if host[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..colon],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, prefix: &str) -> config::Route {
+        config::Route {
+            name: name.into(),
+            host: host.map(Into::into),
+            path_prefix: prefix.into(),
+            upstream: name.into(),
+        }
+    }
+
+    fn router() -> Router {
+        let routes = [
+            route("api", Some("api.test"), "/v1/"),
+            route("static", None, "/static/"),
+            route("fallback", None, "/"),
+        ];
+        Router::new(&routes, |name| {
+            ["api", "static", "fallback"]
+                .iter()
+                .position(|n| *n == name)
+                .unwrap_or(0)
+        })
+    }
+
+    #[test]
+    fn first_match_wins_and_host_ignores_port_and_case() {
+        let r = router();
+        let name = |host, path| r.find(host, path).map(|route| route.name.as_str());
+        assert_eq!(name(Some("API.test:8080"), "/v1/users"), Some("api"));
+        assert_eq!(name(Some("other.test"), "/v1/users"), Some("fallback"));
+        assert_eq!(name(None, "/static/a.css"), Some("static"));
+        assert_eq!(name(Some("api.test"), "/static/a.css"), Some("static"));
+    }
+
+    #[test]
+    fn no_route_when_nothing_matches() {
+        let routes = [route("api", Some("api.test"), "/")];
+        let r = Router::new(&routes, |_| 0);
+        assert!(r.find(Some("else.test"), "/").is_none());
+        assert!(r.find(None, "/").is_none());
+    }
+
+    #[test]
+    fn strips_ports_from_ipv6_and_names() {
+        assert_eq!(without_port("[::1]:80"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_port("a.test:1"), "a.test");
+        assert_eq!(without_port("a.test"), "a.test");
+    }
+}

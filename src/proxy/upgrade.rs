@@ -1,0 +1,92 @@
+//! Protocol upgrades (WebSocket): one dedicated backend connection per
+//! tunnel, then bytes copied both ways until either side closes.
+//!
+//! An upgraded connection leaves HTTP for good, so it never comes from or
+//! returns to the keep-alive pool.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::headers;
+use super::upstream::{Backend, Cluster};
+
+/// Sends an upgrade request (origin-form URI) to `backend` on a fresh
+/// connection. On `101 Switching Protocols`, spawns the tunnel and returns the
+/// 101 for the client; any other response is forwarded as usual.
+pub(super) async fn tunnel(
+    cluster: &Cluster,
+    backend: &Backend,
+    request: Request<Incoming>,
+    client_side: OnUpgrade,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let failed = |cause: String| ProxyError::UpstreamFailed {
+        upstream: cluster.name.clone(),
+        backend: backend.addr.to_string(),
+        cause,
+    };
+    let timed_out = |after| ProxyError::UpstreamTimeout {
+        upstream: cluster.name.clone(),
+        backend: backend.addr.to_string(),
+        after,
+    };
+
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr))
+        .await
+        .map_err(|_| timed_out(connect_timeout))?
+        .map_err(|err| failed(format!("connect: {err}")))?;
+    // Best effort: a socket that refuses NODELAY still works, only slower.
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|err| failed(format!("handshake: {err}")))?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.with_upgrades().await {
+            tracing::debug!(cause = %err, "upgrade connection to backend ended");
+        }
+    });
+
+    let mut response = tokio::time::timeout(header_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| timed_out(header_timeout))?
+        .map_err(|err| failed(err.to_string()))?;
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = response.into_parts();
+        headers::rewrite_response(&mut parts.headers, false);
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None)));
+    }
+
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let span = tracing::debug_span!("tunnel", upstream = %cluster.name, backend = %backend.addr);
+    tokio::spawn(
+        async move {
+            let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::debug!(cause = %err, "upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
+                Err(err) => tracing::debug!(cause = %err, "tunnel closed with error"),
+            }
+        }
+        .instrument(span),
+    );
+
+    let (mut parts, _) = response.into_parts();
+    headers::rewrite_response(&mut parts.headers, true);
+    Ok(Response::from_parts(parts, ProxyBody::empty()))
+}

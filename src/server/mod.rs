@@ -1,0 +1,154 @@
+//! Listeners, connections and shutdown.
+//!
+//! [`Server::bind`] opens every configured listener; [`Server::run`] accepts
+//! connections until the shutdown future completes, then drains: it stops
+//! accepting, lets in-flight requests finish (up to `server.drain_timeout`),
+//! and closes idle keep-alive connections. This module owns sockets and
+//! connection lifetimes; it must not look inside requests (that is `proxy`).
+
+mod connection;
+mod listener;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config};
+use crate::proxy::Proxy;
+
+/// A listener failed to bind.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name}: cannot bind {address}: {source}")]
+pub struct BindError {
+    /// The listener's name.
+    pub name: String,
+    /// The address it asked for.
+    pub address: SocketAddr,
+    /// What the operating system said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Bound listeners, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    listeners: Vec<(config::Listener, TcpListener)>,
+}
+
+impl Server {
+    /// Binds every listener in `config`.
+    pub async fn bind(config: Arc<Config>) -> Result<Server, BindError> {
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                listener::bind(l.address)
+                    .map(|socket| (l.clone(), socket))
+                    .map_err(|source| BindError {
+                        name: l.name.clone(),
+                        address: l.address,
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Server { config, listeners })
+    }
+
+    /// The bound address of each listener, by name (the real port when the
+    /// config asked for port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|(l, socket)| (l.name.clone(), socket.local_addr().unwrap_or(l.address)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let config = &self.config;
+        tracing::info!(
+            listeners = %describe(self.local_addrs().iter().map(|(n, a)| format!("{n}={a}"))),
+            routes = %describe(config.routes.iter().map(|r| format!(
+                "{}={}{}->{}", r.name, r.host.as_deref().unwrap_or("*"), r.path_prefix, r.upstream
+            ))),
+            upstreams = %describe(config.upstreams.iter().map(|(name, u)| format!(
+                "{name}=[{}]", describe(u.backends.iter().map(ToString::to_string))
+            ))),
+            "tailcut started"
+        );
+
+        let shared = Arc::new(connection::Shared {
+            http: http_builder(config),
+            proxy: Proxy::new(config),
+            idle_timeout: config.timeouts.idle,
+            header_timeout: config.timeouts.request_header,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        for (listener, socket) in self.listeners {
+            shared
+                .tasks
+                .spawn(listener::accept_loop(listener, socket, shared.clone()));
+        }
+
+        shutdown.await;
+        tracing::info!(connections = shared.tasks.len(), drain_timeout = ?config.server.drain_timeout, "draining");
+        shared.shutdown.cancel();
+        shared.tasks.close();
+        match tokio::time::timeout(config.server.drain_timeout, shared.tasks.wait()).await {
+            Ok(()) => tracing::info!("drained; stopping"),
+            Err(_) => tracing::warn!(left = shared.tasks.len(), "drain timeout expired; closing what is left"),
+        }
+    }
+}
+
+/// The HTTP/1.1 + cleartext HTTP/2 connection builder every connection shares.
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // Without a timer hyper silently ignores header_read_timeout, and a
+        // client sending one byte at a time would hold a connection forever.
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        // hyper bounds a request head by its read buffer: over it, 431.
+        .max_buf_size(config.limits.max_header_bytes.get())
+        .max_headers(config.limits.max_headers.get())
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes.get()).unwrap_or(u32::MAX));
+    builder
+}
+
+fn describe(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(",")
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, "cannot listen for SIGTERM; only SIGINT stops tailcut");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+}

@@ -1,0 +1,201 @@
+//! Each failure gets its status, a short body, and leaves other clients alone.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::support::{body_bytes, config, h1_client, raw_exchange, Tailcut, Upstream};
+
+#[tokio::test]
+async fn no_matching_route_is_404() {
+    let upstream = Upstream::start().await;
+    let toml = format!(
+        r#"
+[[listeners]]
+name = "test"
+address = "127.0.0.1:0"
+
+[[routes]]
+name = "known"
+host = "known.test"
+upstream = "app"
+
+[upstreams.app]
+backends = ["{}"]
+"#,
+        upstream.addr
+    );
+    let proxy = Tailcut::start(&toml);
+    let response = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404 Not Found\r\n"), "{response}");
+    assert!(response.ends_with("no route\n"), "{response}");
+    let ok = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: KNOWN.test:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the unrouted request never reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn refused_backend_is_502_and_logged_with_its_cause() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let proxy = Tailcut::start(&config(&[closed], ""));
+    let response = h1_client()
+        .get(proxy.url("/").parse().expect("uri"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(body_bytes(response.into_body()).await, "bad gateway: upstream failed\n");
+    let line = proxy
+        .wait_for_log(|l| l["message"] == "request failed")
+        .expect("a log line for the failure");
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["status"], 502);
+    assert!(
+        line["cause"].as_str().unwrap_or("").contains(&closed.to_string()),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn backend_closing_before_a_response_is_502() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let response = h1_client()
+        .get(proxy.url("/reset").parse().expect("uri"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn slow_backend_headers_are_504() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(
+        &[upstream.addr],
+        "[timeouts]\nupstream_response_header = \"200ms\"\n",
+    ));
+    let response = h1_client()
+        .get(proxy.url("/delay/3000").parse().expect("uri"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body_bytes(response.into_body()).await,
+        "gateway timeout: upstream too slow\n"
+    );
+    // Within the limit the same backend answers normally.
+    let response = h1_client()
+        .get(proxy.url("/delay/10").parse().expect("uri"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn over_the_connection_limit_is_503_with_retry_after() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(
+        &[upstream.addr],
+        "[limits]\nmax_connections_per_listener = 1\n",
+    ));
+    // The one allowed connection, held open.
+    let held = TcpStream::connect(proxy.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(
+        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{response}"
+    );
+    assert!(response.contains("retry-after: 1\r\n"), "{response}");
+    drop(held);
+    // Once the held connection closes, there is room again.
+    let mut ok = String::new();
+    for _ in 0..50 {
+        ok = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        if ok.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_and_other_clients_are_unaffected() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    // A healthy keep-alive client, before and after the bad ones.
+    let client = h1_client();
+    let before = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
+    assert_eq!(before.status(), StatusCode::OK);
+
+    let garbage = raw_exchange(proxy.addr, b"\x16\x03\x01 not http at all\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400 Bad Request"), "{garbage:?}");
+
+    let no_host = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400 Bad Request"), "{no_host:?}");
+    assert!(no_host.contains("connection: close"), "{no_host:?}");
+
+    let two_hosts = raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400 Bad Request"), "{two_hosts:?}");
+
+    let huge = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "x".repeat(40 * 1024));
+    let too_large = raw_exchange(proxy.addr, huge.as_bytes()).await;
+    assert!(
+        too_large.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{too_large:?}"
+    );
+
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let too_many = raw_exchange(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(too_many.starts_with("HTTP/1.1 431"), "{too_many:?}");
+
+    let after = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
+    assert_eq!(after.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.accepts(),
+        1,
+        "the healthy client kept its one pooled upstream connection"
+    );
+    assert_eq!(upstream.seen().len(), 2, "no malformed request reached the upstream");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], "[timeouts]\nrequest_header = \"300ms\"\n"));
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    // The proxy, not this 10 s guard, must end the exchange.
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    assert!(upstream.seen().is_empty());
+}

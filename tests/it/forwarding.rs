@@ -1,0 +1,145 @@
+//! Requests and bodies go through unchanged in every method and framing.
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{body_bytes, config, empty, full, h1_client, h2_client, Body, Tailcut, Upstream};
+
+#[tokio::test]
+async fn forwards_get_head_post_and_put() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let client = h1_client();
+
+    let response = client
+        .get(proxy.url("/a/b?x=1&y=%20").parse().expect("uri"))
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_bytes(response.into_body()).await, "hello");
+    let seen = upstream.last();
+    assert_eq!((seen.method, seen.target.as_str()), (Method::GET, "/a/b?x=1&y=%20"));
+
+    let head = Request::head(proxy.url("/h")).body(empty()).expect("request");
+    let response = client.request(head).await.expect("HEAD");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(body_bytes(response.into_body()).await.is_empty());
+    assert_eq!(upstream.last().method, Method::HEAD);
+
+    for method in [Method::POST, Method::PUT] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(proxy.url("/echo"))
+            .body(full(format!("body of {method}")))
+            .expect("request");
+        let response = client.request(request).await.expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_bytes(response.into_body()).await, format!("body of {method}"));
+        let seen = upstream.last();
+        assert_eq!(seen.method, method);
+        assert_eq!(
+            seen.headers["content-length"],
+            format!("body of {method}").len().to_string()
+        );
+    }
+}
+
+#[tokio::test]
+async fn streams_chunked_request_bodies_as_chunked() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let chunks = ["one,", "two,", "three"].map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
+    let body: Body = StreamBody::new(futures_util::stream::iter(chunks))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::post(proxy.url("/echo")).body(body).expect("request");
+    let response = h1_client().request(request).await.expect("send");
+    assert_eq!(body_bytes(response.into_body()).await, "one,two,three");
+    let seen = upstream.last();
+    assert_eq!(seen.headers["transfer-encoding"], "chunked");
+    assert!(seen.headers.get("content-length").is_none());
+}
+
+#[tokio::test]
+async fn relays_response_trailers_to_clients_that_accept_them() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let request = Request::get(proxy.url("/trailers"))
+        .header("te", "trailers")
+        .body(empty())
+        .expect("request");
+    let response = h1_client().request(request).await.expect("send");
+    let collected = response.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers relayed");
+    assert_eq!(trailers["x-checksum"], "42");
+    assert_eq!(collected.to_bytes(), "data");
+    assert_eq!(upstream.last().headers["te"], "trailers");
+}
+
+#[tokio::test]
+async fn relays_request_trailers_to_the_upstream() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "7".parse().expect("value"));
+    let frames = vec![
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from("abc"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let body: Body = StreamBody::new(futures_util::stream::iter(frames))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::post(proxy.url("/request-trailers"))
+        .header("trailer", "x-checksum")
+        .body(body)
+        .expect("request");
+    let response = h1_client().request(request).await.expect("send");
+    assert_eq!(response.headers()["x-got-trailer"], "7");
+}
+
+#[tokio::test]
+async fn answers_expect_100_continue_before_the_body_is_sent() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .expect("write head");
+    let mut buf = vec![0u8; 1024];
+    let n = stream.read(&mut buf).await.expect("read interim response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream.write_all(b"hello").await.expect("write body");
+    let mut response = Vec::new();
+    while !response.ends_with(b"hello") {
+        let n = stream.read(&mut buf).await.expect("read response");
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&response));
+        response.extend_from_slice(&buf[..n]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 200 OK"));
+    assert!(upstream.last().headers.get("expect").is_none());
+}
+
+#[tokio::test]
+async fn serves_cleartext_http2_and_forwards_as_http11_with_host() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let response = h2_client()
+        .get(proxy.url("/h2").parse().expect("uri"))
+        .await
+        .expect("h2c GET");
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(body_bytes(response.into_body()).await, "hello");
+    let seen = upstream.last();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.headers["host"], proxy.addr.to_string());
+    assert_eq!(seen.headers["via"], "2 tailcut");
+}
