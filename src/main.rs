@@ -45,8 +45,18 @@ fn run(cli: &Cli, config: config::Config) -> anyhow::Result<()> {
         .map(|n| n.get())
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // One worker: a current-thread runtime, which skips the work-stealing
+    // scheduler's cross-thread bookkeeping (measurably faster per request on
+    // one core). More: the multi-thread runtime, whose work stealing evens out
+    // load that SO_REUSEPORT-style sharding would leave uneven.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = builder
         .thread_name("tailcut-worker")
         .enable_all()
         .build()

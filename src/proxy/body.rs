@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+
+use super::pool::Lease;
 use tokio::time::{Instant, Sleep};
 
 /// Why a response body stopped before its end.
@@ -37,23 +39,33 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind {
-        // Streamed from a backend as it arrives.
-        Upstream { #[pin] body: Incoming },
-        // Streamed from a backend, cut off at the whole-request deadline.
-        UpstreamUntil { #[pin] body: Incoming, #[pin] deadline: Sleep },
+        // Streamed from a backend as it arrives; the lease (if pooled) drives
+        // the backend connection and returns it to its pool at the end.
+        Upstream { body: Incoming, lease: Option<Lease> },
+        // The same, cut off at the whole-request deadline.
+        // (The timer is boxed: it is large, and most configurations set no
+        // whole-request limit, so the common variant stays small to move.)
+        UpstreamUntil { body: Incoming, lease: Option<Lease>, deadline: Pin<Box<Sleep>> },
         // A complete body tailcut wrote itself (errors), sent in one frame.
         Full { data: Option<Bytes> },
     }
 }
 
 impl ProxyBody {
-    /// Forwards `body`, failing it if `deadline` passes first.
-    pub fn upstream(body: Incoming, deadline: Option<Instant>) -> Self {
+    /// Forwards `body`, failing it if `deadline` passes first. `lease` is the
+    /// pooled connection the body arrives on, if any.
+    pub fn upstream(body: Incoming, mut lease: Option<Lease>, deadline: Option<Instant>) -> Self {
+        if body.is_end_stream() {
+            // Nothing left to read (HEAD, 204, empty body): hyper may never
+            // poll this body, so hand the connection back now.
+            release(&mut lease);
+        }
         match deadline {
-            None => Kind::Upstream { body },
+            None => Kind::Upstream { body, lease },
             Some(at) => Kind::UpstreamUntil {
                 body,
-                deadline: tokio::time::sleep_until(at),
+                lease,
+                deadline: Box::pin(tokio::time::sleep_until(at)),
             },
         }
         .into()
@@ -74,6 +86,32 @@ impl ProxyBody {
     }
 }
 
+/// Polls the backend connection, then the body; returns the connection to
+/// its pool once the body has ended, or drops (closes) it on error.
+fn poll_upstream(
+    body: &mut Incoming,
+    lease: &mut Option<Lease>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    if let Some(lease) = lease.as_mut() {
+        lease.drive(cx);
+    }
+    let frame = Pin::new(&mut *body).poll_frame(cx);
+    match &frame {
+        Poll::Ready(None) => release(lease),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(lease),
+        Poll::Ready(Some(Err(_))) => *lease = None,
+        _ => {}
+    }
+    frame.map_err(BodyError::from)
+}
+
+fn release(lease: &mut Option<Lease>) {
+    if let Some(mut lease) = lease.take() {
+        lease.release();
+    }
+}
+
 impl From<Kind> for ProxyBody {
     fn from(kind: Kind) -> Self {
         ProxyBody { kind }
@@ -86,12 +124,12 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx).map_err(BodyError::from),
-            KindProj::UpstreamUntil { body, deadline } => {
-                if let Poll::Ready(frame) = body.poll_frame(cx) {
-                    return Poll::Ready(frame.map(|f| f.map_err(BodyError::from)));
+            KindProj::Upstream { body, lease } => poll_upstream(body, lease, cx),
+            KindProj::UpstreamUntil { body, lease, deadline } => {
+                if let Poll::Ready(frame) = poll_upstream(body, lease, cx) {
+                    return Poll::Ready(frame);
                 }
-                ready!(deadline.poll(cx));
+                ready!(deadline.as_mut().poll(cx));
                 Poll::Ready(Some(Err(BodyError::Deadline)))
             }
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -100,14 +138,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body } | Kind::UpstreamUntil { body, .. } => body.is_end_stream(),
+            Kind::Upstream { body, .. } | Kind::UpstreamUntil { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body } | Kind::UpstreamUntil { body, .. } => body.size_hint(),
+            Kind::Upstream { body, .. } | Kind::UpstreamUntil { body, .. } => body.size_hint(),
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }

@@ -9,6 +9,7 @@
 mod body;
 mod error;
 pub mod headers;
+mod pool;
 mod route;
 mod upgrade;
 mod upstream;
@@ -29,8 +30,9 @@ use tracing::Instrument;
 
 pub use body::{BodyError, ProxyBody};
 pub use error::{Fault, ProxyError};
+pub use pool::SendError;
 pub use route::{Route, Router};
-pub use upstream::{Backend, Cluster};
+pub use upstream::{Backend, Cluster, Lease};
 
 use crate::config::{Config, Timeouts};
 use headers::ClientSide;
@@ -172,25 +174,24 @@ impl Shared {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
                 parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
                 let request = Request::from_parts(parts, body);
-                return upgrade::tunnel(
+                // Upgrades are rare: boxed, their state does not enlarge every request's future.
+                return Box::pin(upgrade::tunnel(
                     cluster,
                     backend,
                     request,
                     client_side,
                     self.timeouts.connect,
                     header_timeout,
-                )
+                ))
                 .await;
             }
         }
 
-        parts.uri = backend
-            .absolute_uri(path_and_query)
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
         let request = Request::from_parts(parts, body);
-        let response = match tokio::time::timeout(header_timeout, cluster.send(request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(self.classify(cluster, backend, &err)),
+        let (response, lease) = match tokio::time::timeout(header_timeout, backend.send(request)).await {
+            Ok(Ok(exchange)) => exchange,
+            Ok(Err(err)) => return Err(self.classify(cluster, backend, err)),
             Err(_) => {
                 return Err(ProxyError::UpstreamTimeout {
                     upstream: cluster.name.clone(),
@@ -201,39 +202,27 @@ impl Shared {
         };
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body, deadline)))
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, Some(lease), deadline),
+        ))
     }
 
-    /// A client error is a timeout when the connector gave up on connecting
-    /// (504, like nginx), and a failure otherwise (refused, reset: 502).
-    fn classify(&self, cluster: &Cluster, backend: &Backend, err: &hyper_util::client::legacy::Error) -> ProxyError {
-        let timed_out = err.is_connect() && error_chain_has_timeout(err);
-        if timed_out {
-            return ProxyError::UpstreamTimeout {
+    /// A connect timeout is 504 (like nginx); refused, reset or closed is 502.
+    fn classify(&self, cluster: &Cluster, backend: &Backend, err: SendError) -> ProxyError {
+        match err {
+            SendError::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream: cluster.name.clone(),
                 backend: backend.addr.to_string(),
                 after: self.timeouts.connect,
-            };
-        }
-        ProxyError::UpstreamFailed {
-            upstream: cluster.name.clone(),
-            backend: backend.addr.to_string(),
-            cause: error_chain(err),
+            },
+            err => ProxyError::UpstreamFailed {
+                upstream: cluster.name.clone(),
+                backend: backend.addr.to_string(),
+                cause: error_chain(&err),
+            },
         }
     }
-}
-
-fn error_chain_has_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        current = e.source();
-    }
-    false
 }
 
 /// `outer: inner: innermost`, for log lines.

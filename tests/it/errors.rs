@@ -199,3 +199,24 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(read.is_ok(), "the connection was still open after 10 s");
     assert!(upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_after_the_idle_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], "[timeouts]\nidle = \"300ms\"\n"));
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let mut received = Vec::new();
+    // The proxy, not this 10 s guard, must close the connection; the default
+    // 10 s header timeout cannot be what closes it first.
+    let read = tokio::time::timeout(
+        Duration::from_secs(9),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut received),
+    )
+    .await;
+    assert!(read.is_ok(), "the idle connection was still open after 9 s");
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200 OK"));
+}

@@ -33,3 +33,48 @@ async fn spreads_requests_round_robin_across_backends() {
     }
     assert_eq!((a.seen().len(), b.seen().len()), (5, 5));
 }
+
+#[tokio::test]
+async fn does_not_reuse_a_connection_the_backend_closes() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let client = h1_client();
+    for _ in 0..3 {
+        let response = client
+            .get(proxy.url("/close").parse().expect("uri"))
+            .await
+            .expect("send");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(crate::support::body_bytes(response.into_body()).await, "hello");
+    }
+    assert_eq!(
+        upstream.accepts(),
+        3,
+        "each `Connection: close` response needs a new upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_body_does_not_poison_the_pool() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    {
+        // Ask for 64 MiB, read the head and a little body, then hang up.
+        let response = h1_client()
+            .get(proxy.url("/stream/1024").parse().expect("uri"))
+            .await
+            .expect("send");
+        let mut body = response.into_body();
+        http_body_util::BodyExt::frame(&mut body)
+            .await
+            .expect("a first frame")
+            .expect("data");
+    }
+    let response = h1_client()
+        .get(proxy.url("/").parse().expect("uri"))
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(crate::support::body_bytes(response.into_body()).await, "hello");
+    assert_eq!(upstream.accepts(), 2, "the half-read connection is closed, not reused");
+}

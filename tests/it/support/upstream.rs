@@ -9,6 +9,7 @@
 //! | `/request-trailers` | header `x-got-trailer` with the request's `x-checksum` trailer |
 //! | `/status/CODE` | that status |
 //! | `/hop-response` | hop-by-hop headers (`Connection: x-private`, `X-Private`, `Keep-Alive`, `Proxy-Authenticate`) plus `x-end-to-end` |
+//! | `/close` | `hello` with `Connection: close`, then closes |
 //! | `/reset` | closes the connection without a response |
 //! | `/ws` | WebSocket echo |
 //! | anything else | GET/HEAD: `hello`; other methods: the request body echoed as it streams |
@@ -176,6 +177,7 @@ async fn handle(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Repl
             .header("proxy-authenticate", "Basic")
             .header("x-end-to-end", "kept")
             .body(full("hop"))?),
+        "close" => Ok(Response::builder().header("connection", "close").body(full("hello"))?),
         "reset" => Err("reset requested".into()),
         "ws" => websocket(request),
         _ if matches!(*request.method(), Method::GET | Method::HEAD) => Ok(Response::new(full("hello"))),
