@@ -59,19 +59,43 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// Removes every hop-by-hop header: those `Connection` names, then the fixed list.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let mut named = Vec::new();
-        for_each_token(headers, &CONNECTION, |token| {
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+    // `Connection` is removed with the fixed list below; first, whatever it names.
+    // Its values are cloned (a reference-count bump each) so the map can be
+    // changed while they are read; removing by `&str` needs no allocation.
+    let mut values = headers.get_all(CONNECTION).iter();
+    match (values.next().cloned(), values.next().is_some()) {
+        (None, _) => {}
+        (Some(only), false) => remove_named(headers, &only),
+        (Some(_), true) => {
+            let all: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+            for value in &all {
+                remove_named(headers, value);
             }
-        });
-        for name in named {
-            headers.remove(name);
         }
     }
-    for name in fixed_hop_by_hop() {
-        headers.remove(name);
+    // One pass over the names present is cheaper than hashing all eight
+    // fixed names into the map, most of which a typical request lacks.
+    let fixed = fixed_hop_by_hop();
+    let mut present = [false; 8];
+    for name in headers.keys() {
+        if let Some(i) = fixed.iter().position(|hop| *hop == name) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in fixed.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(*name);
+    }
+}
+
+/// Removes each header named in one `Connection` value.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(text) = connection.to_str() else { return };
+    for token in text.split(',').map(str::trim) {
+        // `close` and `keep-alive` are the usual tokens and name no header
+        // worth a lookup (Keep-Alive goes with the fixed list).
+        if !token.is_empty() && !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
+            headers.remove(token);
+        }
     }
 }
 
@@ -105,6 +129,8 @@ pub fn rewrite_request(
 ) {
     let wants_trailers = has_token(headers, &TE, "trailers");
     strip_hop_by_hop(headers);
+    // Room for the headers added below, so the map grows at most once.
+    headers.reserve(4);
     // tailcut answers `Expect: 100-continue` itself (hyper sends the 100 when
     // the body is first read), so the backend must not wait to answer it again.
     headers.remove(EXPECT);
