@@ -1,0 +1,279 @@
+//! `tailcut-load backend`: a fast upstream for experiments, with a chosen
+//! response size, status and service-time distribution.
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+use tokio::net::TcpListener;
+
+use crate::timing::wait_until;
+
+/// The z-score of the 99th percentile of a standard normal distribution.
+const Z_99: f64 = 2.326_347_874;
+
+/// How long the backend takes before answering.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delay {
+    /// Always the same: `fixed:200us` (`none` is `fixed:0`).
+    Fixed(Duration),
+    /// Evenly spread: `uniform:100us..1ms`.
+    Uniform(Duration, Duration),
+    /// Log-normal with the given median and p99: `lognormal:median=300us,p99=5ms`.
+    LogNormal {
+        /// Median service time.
+        median: Duration,
+        /// 99th percentile service time.
+        p99: Duration,
+    },
+    /// Mostly fast, sometimes slow: `bimodal:99%=200us,1%=50ms`.
+    Bimodal {
+        /// Share of slow responses (0..1).
+        slow_share: f64,
+        /// The fast time.
+        fast: Duration,
+        /// The slow time.
+        slow: Duration,
+    },
+}
+
+impl Delay {
+    /// Draws one service time.
+    pub fn sample(&self, rng: &mut impl Rng) -> Duration {
+        match self {
+            Delay::Fixed(d) => *d,
+            Delay::Uniform(low, high) => {
+                if high <= low {
+                    *low
+                } else {
+                    Duration::from_secs_f64(rng.gen_range(low.as_secs_f64()..high.as_secs_f64()))
+                }
+            }
+            Delay::LogNormal { median, p99 } => {
+                let mu = median.as_secs_f64().ln();
+                let sigma = ((p99.as_secs_f64() / median.as_secs_f64()).ln() / Z_99).max(0.0);
+                match LogNormal::new(mu, sigma) {
+                    Ok(dist) => Duration::from_secs_f64(dist.sample(rng).min(3600.0)),
+                    Err(_) => *median,
+                }
+            }
+            Delay::Bimodal { slow_share, fast, slow } => {
+                if rng.gen_bool(slow_share.clamp(0.0, 1.0)) {
+                    *slow
+                } else {
+                    *fast
+                }
+            }
+        }
+    }
+}
+
+/// Why a delay specification was not understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{spec:?}: {problem} (examples: none, fixed:200us, uniform:100us..1ms, lognormal:median=300us,p99=5ms, bimodal:99%=200us,1%=50ms)")]
+pub struct DelayError {
+    spec: String,
+    problem: String,
+}
+
+impl FromStr for Delay {
+    type Err = DelayError;
+
+    fn from_str(spec: &str) -> Result<Self, DelayError> {
+        let fail = |problem: &str| DelayError {
+            spec: spec.to_owned(),
+            problem: problem.to_owned(),
+        };
+        let duration = |text: &str| {
+            humantime::parse_duration(text.trim()).map_err(|_| fail(&format!("{text:?} is not a duration")))
+        };
+        if spec == "none" {
+            return Ok(Delay::Fixed(Duration::ZERO));
+        }
+        let (kind, args) = spec.split_once(':').ok_or_else(|| fail("expected KIND:ARGS"))?;
+        match kind {
+            "fixed" => Ok(Delay::Fixed(duration(args)?)),
+            "uniform" => {
+                let (low, high) = args.split_once("..").ok_or_else(|| fail("expected LOW..HIGH"))?;
+                let (low, high) = (duration(low)?, duration(high)?);
+                if high < low {
+                    return Err(fail("HIGH is below LOW"));
+                }
+                Ok(Delay::Uniform(low, high))
+            }
+            "lognormal" => {
+                let (mut median, mut p99) = (None, None);
+                for part in args.split(',') {
+                    match part.split_once('=') {
+                        Some(("median", v)) => median = Some(duration(v)?),
+                        Some(("p99", v)) => p99 = Some(duration(v)?),
+                        _ => return Err(fail("expected median=..,p99=..")),
+                    }
+                }
+                let (median, p99) = (
+                    median.ok_or_else(|| fail("no median"))?,
+                    p99.ok_or_else(|| fail("no p99"))?,
+                );
+                if median.is_zero() || p99 < median {
+                    return Err(fail("need 0 < median <= p99"));
+                }
+                Ok(Delay::LogNormal { median, p99 })
+            }
+            "bimodal" => {
+                let mut modes = Vec::new();
+                for part in args.split(',') {
+                    let (share, value) = part.split_once("%=").ok_or_else(|| fail("expected SHARE%=DURATION"))?;
+                    let share: f64 = share.trim().parse().map_err(|_| fail("share is not a number"))?;
+                    modes.push((share / 100.0, duration(value)?));
+                }
+                match modes.as_slice() {
+                    [(fast_share, fast), (slow_share, slow)] if ((fast_share + slow_share) - 1.0).abs() < 1e-9 => {
+                        Ok(Delay::Bimodal {
+                            slow_share: *slow_share,
+                            fast: *fast,
+                            slow: *slow,
+                        })
+                    }
+                    _ => Err(fail("expected two modes whose shares add up to 100%")),
+                }
+            }
+            _ => Err(fail("unknown kind")),
+        }
+    }
+}
+
+/// What the backend answers.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Response body size in bytes.
+    pub size: usize,
+    /// Response status.
+    pub status: StatusCode,
+    /// Service time before answering.
+    pub delay: Delay,
+}
+
+thread_local! {
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
+}
+
+/// Serves `listener` until the task is dropped: HTTP/1.1 and h2c.
+pub async fn serve(listener: TcpListener, config: Arc<BackendConfig>) {
+    let body = Bytes::from(vec![b'x'; config.size]);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (config, body, builder) = (config.clone(), body.clone(), builder.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_request| {
+                let (config, body) = (config.clone(), body.clone());
+                async move {
+                    let delay = RNG.with(|rng| config.delay.sample(&mut *rng.borrow_mut()));
+                    if !delay.is_zero() {
+                        wait_until(Instant::now() + delay).await;
+                    }
+                    let mut response = Response::new(Full::new(body));
+                    *response.status_mut() = config.status;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Runs the backend on `listen` with `workers` threads until interrupted.
+pub fn run(listen: SocketAddr, workers: usize, config: BackendConfig) -> std::io::Result<()> {
+    let runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let listener = TcpListener::bind(listen).await?;
+        eprintln!("tailcut-load backend listening on {}", listener.local_addr()?);
+        tokio::select! {
+            () = serve(listener, Arc::new(config)) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_form() {
+        let us = Duration::from_micros;
+        assert_eq!("none".parse::<Delay>().expect("none"), Delay::Fixed(Duration::ZERO));
+        assert_eq!("fixed:200us".parse::<Delay>().expect("fixed"), Delay::Fixed(us(200)));
+        assert_eq!(
+            "uniform:100us..1ms".parse::<Delay>().expect("uniform"),
+            Delay::Uniform(us(100), us(1000))
+        );
+        assert_eq!(
+            "lognormal:median=300us,p99=5ms".parse::<Delay>().expect("lognormal"),
+            Delay::LogNormal {
+                median: us(300),
+                p99: us(5000)
+            }
+        );
+        assert_eq!(
+            "bimodal:99%=200us,1%=50ms".parse::<Delay>().expect("bimodal"),
+            Delay::Bimodal {
+                slow_share: 0.01,
+                fast: us(200),
+                slow: us(50_000)
+            }
+        );
+        for bad in [
+            "fixed",
+            "fixed:soon",
+            "uniform:1ms..100us",
+            "bimodal:90%=1ms,5%=2ms",
+            "gamma:1",
+        ] {
+            assert!(bad.parse::<Delay>().is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn lognormal_samples_have_the_asked_median_and_p99() {
+        let delay: Delay = "lognormal:median=300us,p99=5ms".parse().expect("parses");
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut samples: Vec<f64> = (0..100_000).map(|_| delay.sample(&mut rng).as_secs_f64()).collect();
+        samples.sort_by(f64::total_cmp);
+        let (median, p99) = (samples[50_000], samples[99_000]);
+        assert!((median - 300e-6).abs() / 300e-6 < 0.03, "median {median}");
+        assert!((p99 - 5e-3).abs() / 5e-3 < 0.05, "p99 {p99}");
+    }
+
+    #[test]
+    fn bimodal_slow_share_matches() {
+        let delay: Delay = "bimodal:99%=200us,1%=50ms".parse().expect("parses");
+        let mut rng = SmallRng::seed_from_u64(2);
+        let slow = (0..100_000)
+            .filter(|_| delay.sample(&mut rng) == Duration::from_millis(50))
+            .count();
+        assert!((800..1200).contains(&slow), "{slow} slow of 100000");
+    }
+}

@@ -1,0 +1,28 @@
+//! tailcut-load: an open-loop HTTP load generator that measures tail latency
+//! without coordinated omission, and a fast configurable backend.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command-line definitions.
+//! - [`schedule`]: intended send times, fixed before the run (uniform or Poisson).
+//! - [`timing`]: sleeping coarsely then spinning to each send time; the stall monitor.
+//! - [`run`]: the open-loop run: threads, connections, the request queue.
+//! - [`histograms`]: the latency histograms and their serialized forms
+//!   (`.hgrm` text, HdrHistogram V2 compressed + base64).
+//! - [`result`]: what a run measured, its verdict, the terminal summary,
+//!   JSON output and `merge`.
+//! - [`backend`]: `tailcut-load backend`, an upstream with a chosen response
+//!   size, status and service-time distribution.
+//!
+//! Latency is measured from each request's *intended* send time to the end of
+//! its response body, so a stall anywhere (target, network or generator)
+//! shows up in the figures instead of silently delaying the requests that
+//! would have seen it.
+
+pub mod backend;
+pub mod cli;
+pub mod histograms;
+pub mod result;
+pub mod run;
+pub mod schedule;
+pub mod timing;

@@ -1,0 +1,727 @@
+//! The open-loop run.
+//!
+//! Each generator thread runs a single-threaded tokio runtime holding its
+//! share of the connections. A scheduler task walks the thread's
+//! [`Schedule`], waits for each intended send time and queues it; a free
+//! connection takes the oldest queued time and sends. When every connection
+//! is busy, queued requests wait, and that wait counts as latency: a request
+//! is never skipped, and a late send shows up in the send-lag histogram.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Notify;
+
+use crate::histograms::new_histogram;
+use crate::result::{Decoded, Errors, Measured, RunResult, StatusClasses, Thresholds};
+use crate::schedule::{Arrivals, Schedule};
+use crate::timing::{micros, wait_until, StallMonitor};
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The URL to drive (`http://` only).
+    pub target: Uri,
+    /// Requests per second, all threads together.
+    pub rate: f64,
+    /// Measured window.
+    pub duration: Duration,
+    /// Warm-up before the window: measured, then discarded.
+    pub warmup: Duration,
+    /// Connections, all threads together.
+    pub connections: usize,
+    /// Generator threads.
+    pub threads: usize,
+    /// Arrival process.
+    pub arrivals: Arrivals,
+    /// Request method.
+    pub method: Method,
+    /// Extra request headers.
+    pub headers: HeaderMap,
+    /// Request body (empty for none).
+    pub body: Bytes,
+    /// HTTP/2 with prior knowledge instead of HTTP/1.1.
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection.
+    pub streams: usize,
+    /// A request with no complete response this long after its intended
+    /// send time counts as a timeout.
+    pub timeout: Duration,
+    /// Seed of the Poisson schedule.
+    pub seed: u64,
+    /// Verdict thresholds.
+    pub thresholds: Thresholds,
+    /// How to show progress.
+    pub progress: Progress,
+    /// Where to write one histogram per second, if anywhere.
+    pub interval_log: Option<PathBuf>,
+}
+
+/// How a run shows progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A live progress bar (a terminal).
+    Bar,
+    /// One plain line per second (a pipe or file).
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// Why a run did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The target could not be reached before the run started.
+    #[error("target {target} unreachable: {cause}")]
+    Unreachable {
+        /// The target's address.
+        target: String,
+        /// Why.
+        cause: String,
+    },
+    /// The interval log could not be written.
+    #[error("interval log {}: {source}", path.display())]
+    IntervalLog {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The generator itself failed (thread or runtime).
+    #[error("generator: {0}")]
+    Generator(String),
+}
+
+/// Runs the load described by `config` and returns what it measured.
+pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
+    let addr = resolve_and_probe(&config.target, config.timeout)?;
+    let config = Arc::new(config.clone());
+    let threads = config.threads.max(1);
+    let monitor = StallMonitor::start();
+    // A common start shortly ahead, so every thread is ready for its first send.
+    let start = Instant::now() + Duration::from_millis(50);
+    let (tx, rx) = mpsc::channel::<Message>();
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let (config, tx) = (config.clone(), tx.clone());
+            std::thread::Builder::new()
+                .name(format!("load-{k}"))
+                .spawn(move || generator_thread(k, threads, addr, start, config, tx))
+                .map_err(|err| RunError::Generator(err.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    drop(tx);
+
+    let mut intervals = Intervals::new(config.as_ref(), threads, start)?;
+    let mut finals = Vec::new();
+    while let Ok(message) = rx.recv() {
+        match message {
+            Message::Interval {
+                second,
+                completed,
+                histogram,
+            } => intervals.add(second, completed, histogram),
+            Message::Done(recorder) => finals.push(*recorder),
+        }
+    }
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| RunError::Generator("a generator thread panicked".into()))?;
+    }
+    intervals.finish();
+    let stalls = monitor.stop();
+
+    let mut histograms = Decoded::new();
+    histograms.stalls = stalls;
+    let (mut errors, mut status, mut sent) = (Errors::default(), StatusClasses::default(), 0);
+    for recorder in &finals {
+        for (into, from) in [
+            (&mut histograms.corrected, &recorder.corrected),
+            (&mut histograms.uncorrected, &recorder.uncorrected),
+            (&mut histograms.send_lag, &recorder.send_lag),
+        ] {
+            into.add(from)
+                .map_err(|_| RunError::Generator("histograms with different bounds".into()))?;
+        }
+        errors.refused += recorder.errors.refused;
+        errors.reset += recorder.errors.reset;
+        errors.timeout += recorder.errors.timeout;
+        errors.other += recorder.errors.other;
+        for class in [100u16, 200, 300, 400, 500] {
+            for _ in 0..recorder.status.count_of(class) {
+                status.count(class);
+            }
+        }
+        sent += recorder.sent_in_window;
+    }
+    let measured = Measured {
+        target: config.target.to_string(),
+        method: config.method.to_string(),
+        rate: config.rate,
+        arrivals: config.arrivals,
+        duration: config.duration,
+        warmup: config.warmup,
+        connections: config.connections,
+        threads,
+        http2: config.http2,
+        sent,
+        errors,
+        status,
+        histograms,
+    };
+    Ok(RunResult::new(measured, config.thresholds))
+}
+
+impl StatusClasses {
+    fn count_of(&self, class: u16) -> u64 {
+        match class / 100 {
+            1 => self.informational,
+            2 => self.success,
+            3 => self.redirect,
+            4 => self.client_error,
+            _ => self.server_error,
+        }
+    }
+}
+
+/// Resolves the target and opens (then closes) one TCP connection, so an
+/// unreachable target fails fast with its own exit code instead of a run of
+/// errors.
+fn resolve_and_probe(target: &Uri, timeout: Duration) -> Result<SocketAddr, RunError> {
+    let unreachable = |cause: String| RunError::Unreachable {
+        target: target.to_string(),
+        cause,
+    };
+    if target.scheme_str() != Some("http") {
+        return Err(unreachable("only http:// targets are supported".into()));
+    }
+    let host = target.host().ok_or_else(|| unreachable("no host in the URL".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = target.port_u16().unwrap_or(80);
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| unreachable(err.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("the host resolves to no address".into()))?;
+    StdTcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(5)))
+        .map_err(|err| unreachable(err.to_string()))?;
+    Ok(addr)
+}
+
+enum Message {
+    Interval {
+        second: u64,
+        completed: u64,
+        histogram: Histogram<u64>,
+    },
+    Done(Box<Recorder>),
+}
+
+/// What one thread recorded.
+struct Recorder {
+    window: (Instant, Instant),
+    corrected: Histogram<u64>,
+    uncorrected: Histogram<u64>,
+    send_lag: Histogram<u64>,
+    errors: Errors,
+    status: StatusClasses,
+    sent_in_window: u64,
+    interval: Histogram<u64>,
+    interval_completed: u64,
+}
+
+enum Outcome {
+    Response(u16),
+    Refused,
+    Reset,
+    Timeout,
+    Other,
+}
+
+impl Recorder {
+    fn new(window: (Instant, Instant)) -> Self {
+        Self {
+            window,
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            send_lag: new_histogram(),
+            errors: Errors::default(),
+            status: StatusClasses::default(),
+            sent_in_window: 0,
+            interval: new_histogram(),
+            interval_completed: 0,
+        }
+    }
+
+    fn in_window(&self, t: Instant) -> bool {
+        t >= self.window.0 && t < self.window.1
+    }
+
+    fn sent(&mut self, intended: Instant, sent: Instant) {
+        if self.in_window(sent) {
+            self.sent_in_window += 1;
+        }
+        if self.in_window(intended) {
+            self.send_lag
+                .saturating_record(micros(sent.saturating_duration_since(intended)));
+        }
+    }
+
+    fn finished(&mut self, intended: Instant, sent: Option<Instant>, end: Instant, outcome: Outcome) {
+        let corrected = micros(end.saturating_duration_since(intended));
+        if let Outcome::Response(_) = outcome {
+            self.interval.saturating_record(corrected);
+            self.interval_completed += 1;
+        }
+        if !self.in_window(intended) {
+            return;
+        }
+        match outcome {
+            Outcome::Response(status) => {
+                self.status.count(status);
+                self.corrected.saturating_record(corrected);
+                if let Some(sent) = sent {
+                    self.uncorrected
+                        .saturating_record(micros(end.saturating_duration_since(sent)));
+                }
+            }
+            Outcome::Refused => self.errors.refused += 1,
+            Outcome::Reset => self.errors.reset += 1,
+            Outcome::Timeout => self.errors.timeout += 1,
+            Outcome::Other => self.errors.other += 1,
+        }
+    }
+}
+
+/// State shared by one thread's tasks (single-threaded: `Rc`, `RefCell`).
+struct ThreadState {
+    queue: RefCell<VecDeque<Instant>>,
+    ready: Notify,
+    scheduling_done: Cell<bool>,
+    recorder: RefCell<Recorder>,
+}
+
+impl ThreadState {
+    /// The next queued intended send time; `None` once the schedule is done
+    /// and the queue empty.
+    async fn next(&self) -> Option<Instant> {
+        loop {
+            // Created before checking, so a wake-up between check and wait is not lost.
+            let notified = self.ready.notified();
+            if let Some(t) = self.queue.borrow_mut().pop_front() {
+                return Some(t);
+            }
+            if self.scheduling_done.get() {
+                return None;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn generator_thread(
+    k: usize,
+    threads: usize,
+    addr: SocketAddr,
+    start: Instant,
+    config: Arc<RunConfig>,
+    tx: mpsc::Sender<Message>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tailcut-load: thread {k}: cannot start a runtime: {err}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let window = (start + config.warmup, start + config.warmup + config.duration);
+    let state = Rc::new(ThreadState {
+        queue: RefCell::new(VecDeque::new()),
+        ready: Notify::new(),
+        scheduling_done: Cell::new(false),
+        recorder: RefCell::new(Recorder::new(window)),
+    });
+    local.block_on(&runtime, async {
+        // This thread's share of the connections.
+        let connections = config.connections / threads + usize::from(k < config.connections % threads);
+        let mut workers = Vec::new();
+        for _ in 0..connections {
+            if config.http2 {
+                let shared = Rc::new(RefCell::new(None::<http2::SendRequest<Full<Bytes>>>));
+                for _ in 0..config.streams.max(1) {
+                    workers.push(tokio::task::spawn_local(h2_worker(
+                        state.clone(),
+                        config.clone(),
+                        addr,
+                        shared.clone(),
+                    )));
+                }
+            } else {
+                workers.push(tokio::task::spawn_local(h1_worker(state.clone(), config.clone(), addr)));
+            }
+        }
+        let flusher = tokio::task::spawn_local(flush_intervals(state.clone(), start, tx.clone()));
+
+        let end = config.warmup + config.duration;
+        for offset in Schedule::new(config.arrivals, config.rate, threads as u64, k as u64, config.seed) {
+            if offset >= end {
+                break;
+            }
+            let intended = start + offset;
+            wait_until(intended).await;
+            state.queue.borrow_mut().push_back(intended);
+            state.ready.notify_one();
+        }
+        state.scheduling_done.set(true);
+        state.ready.notify_waiters();
+        for worker in workers {
+            let _ = worker.await;
+        }
+        flusher.abort();
+    });
+    let mut recorder = state.recorder.replace(Recorder::new((start, start)));
+    // The last, partial second.
+    let second = start.elapsed().as_secs();
+    let histogram = std::mem::replace(&mut recorder.interval, new_histogram());
+    let _ = tx.send(Message::Interval {
+        second,
+        completed: recorder.interval_completed,
+        histogram,
+    });
+    let _ = tx.send(Message::Done(Box::new(recorder)));
+}
+
+/// Sends each completed second's latency histogram to the main thread.
+async fn flush_intervals(state: Rc<ThreadState>, start: Instant, tx: mpsc::Sender<Message>) {
+    for second in 0.. {
+        tokio::time::sleep_until((start + Duration::from_secs(second + 1)).into()).await;
+        let mut recorder = state.recorder.borrow_mut();
+        let histogram = std::mem::replace(&mut recorder.interval, new_histogram());
+        let completed = std::mem::take(&mut recorder.interval_completed);
+        if tx
+            .send(Message::Interval {
+                second,
+                completed,
+                histogram,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn request(config: &RunConfig) -> Request<Full<Bytes>> {
+    let mut request = Request::new(Full::new(config.body.clone()));
+    *request.method_mut() = config.method.clone();
+    *request.uri_mut() = if config.http2 {
+        config.target.clone()
+    } else {
+        config
+            .target
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |p| Uri::from(p.clone()))
+    };
+    let headers = request.headers_mut();
+    if !config.http2 {
+        if let Some(host) = config
+            .target
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(http::header::HOST, host);
+        }
+    }
+    for (name, value) in &config.headers {
+        headers.append(name, value.clone());
+    }
+    request
+}
+
+/// Takes intended times off the queue, one exchange at a time, on its own
+/// HTTP/1.1 keep-alive connection (reopened after a failure).
+async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketAddr) {
+    let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
+    while let Some(intended) = state.next().await {
+        if let Some(outcome) = expired(intended, &config) {
+            state
+                .recorder
+                .borrow_mut()
+                .finished(intended, None, Instant::now(), outcome);
+            continue;
+        }
+        let sent = Instant::now();
+        state.recorder.borrow_mut().sent(intended, sent);
+        let deadline = intended + config.timeout;
+        let outcome = match tokio::time::timeout_at(deadline.into(), h1_exchange(&mut sender, addr, &config)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Timeout,
+        };
+        if !matches!(outcome, Outcome::Response(_)) {
+            sender = None;
+        }
+        state
+            .recorder
+            .borrow_mut()
+            .finished(intended, Some(sent), Instant::now(), outcome);
+    }
+}
+
+async fn h1_exchange(
+    sender: &mut Option<http1::SendRequest<Full<Bytes>>>,
+    addr: SocketAddr,
+    config: &RunConfig,
+) -> Outcome {
+    if sender.as_ref().is_none_or(|s| s.is_closed()) {
+        let stream = match connect(addr).await {
+            Ok(stream) => stream,
+            Err(outcome) => return outcome,
+        };
+        match http1::handshake(TokioIo::new(stream)).await {
+            Ok((s, connection)) => {
+                tokio::task::spawn_local(connection);
+                *sender = Some(s);
+            }
+            Err(_) => return Outcome::Other,
+        }
+    }
+    let Some(s) = sender.as_mut() else {
+        return Outcome::Other;
+    };
+    if s.ready().await.is_err() {
+        return Outcome::Reset;
+    }
+    finish(s.send_request(request(config)).await).await
+}
+
+/// Like [`h1_worker`], for one of several streams sharing an HTTP/2 connection.
+async fn h2_worker(
+    state: Rc<ThreadState>,
+    config: Arc<RunConfig>,
+    addr: SocketAddr,
+    shared: Rc<RefCell<Option<http2::SendRequest<Full<Bytes>>>>>,
+) {
+    while let Some(intended) = state.next().await {
+        if let Some(outcome) = expired(intended, &config) {
+            state
+                .recorder
+                .borrow_mut()
+                .finished(intended, None, Instant::now(), outcome);
+            continue;
+        }
+        let sent = Instant::now();
+        state.recorder.borrow_mut().sent(intended, sent);
+        let deadline = intended + config.timeout;
+        let exchange = async {
+            let current = shared.borrow().clone().filter(|s| !s.is_closed());
+            let mut sender = match current {
+                Some(sender) => sender,
+                None => {
+                    let stream = match connect(addr).await {
+                        Ok(stream) => stream,
+                        Err(outcome) => return outcome,
+                    };
+                    match http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await {
+                        Ok((sender, connection)) => {
+                            tokio::task::spawn_local(connection);
+                            *shared.borrow_mut() = Some(sender.clone());
+                            sender
+                        }
+                        Err(_) => return Outcome::Other,
+                    }
+                }
+            };
+            if sender.ready().await.is_err() {
+                return Outcome::Reset;
+            }
+            finish(sender.send_request(request(&config)).await).await
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), exchange)
+            .await
+            .unwrap_or(Outcome::Timeout);
+        state
+            .recorder
+            .borrow_mut()
+            .finished(intended, Some(sent), Instant::now(), outcome);
+    }
+}
+
+/// A request that waited in the queue past its timeout is not sent at all:
+/// it already failed, and sending it would only delay the rest.
+fn expired(intended: Instant, config: &RunConfig) -> Option<Outcome> {
+    (intended.elapsed() >= config.timeout).then_some(Outcome::Timeout)
+}
+
+async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, Outcome> {
+    match tokio::net::TcpStream::connect(addr).await {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => Err(Outcome::Refused),
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => Err(Outcome::Reset),
+        Err(_) => Err(Outcome::Other),
+    }
+}
+
+/// Reads the whole response body (counting, not keeping it): latency ends at its last byte.
+async fn finish(response: hyper::Result<http::Response<hyper::body::Incoming>>) -> Outcome {
+    let response = match response {
+        Ok(response) => response,
+        Err(err) => return classify(&err),
+    };
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        if let Err(err) = frame {
+            return classify(&err);
+        }
+    }
+    Outcome::Response(status)
+}
+
+fn classify(err: &hyper::Error) -> Outcome {
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return Outcome::Reset;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => Outcome::Reset,
+                std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+                _ => Outcome::Other,
+            };
+        }
+        source = e.source();
+    }
+    Outcome::Other
+}
+
+/// Merges each second's histograms from every thread; writes the interval
+/// log and shows progress as each second completes. Holds only seconds still
+/// waiting for a thread, so memory stays flat however long the run.
+struct Intervals {
+    threads: usize,
+    pending: BTreeMap<u64, (usize, u64, Histogram<u64>)>,
+    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    progress: Progress,
+    bar: Option<indicatif::ProgressBar>,
+    total_seconds: u64,
+}
+
+impl Intervals {
+    fn new(config: &RunConfig, threads: usize, start: Instant) -> Result<Self, RunError> {
+        let log = match &config.interval_log {
+            None => None,
+            Some(path) => {
+                let failed = |source| RunError::IntervalLog {
+                    path: path.clone(),
+                    source,
+                };
+                let file = std::fs::File::create(path).map_err(failed)?;
+                let mut file = std::io::BufWriter::new(file);
+                let epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64())
+                    + start.saturating_duration_since(Instant::now()).as_secs_f64();
+                let header = format!(
+                    "#[Latency from intended send time, milliseconds; one histogram per second]\n\
+                     #[StartTime: {epoch:.3} (seconds since epoch)]\n\
+                     \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n"
+                );
+                std::io::Write::write_all(&mut file, header.as_bytes()).map_err(failed)?;
+                Some((path.clone(), file))
+            }
+        };
+        let total_seconds = (config.warmup + config.duration).as_secs().max(1);
+        let bar = (config.progress == Progress::Bar).then(|| {
+            let bar = indicatif::ProgressBar::new(total_seconds);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}")
+            {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Ok(Self {
+            threads,
+            pending: BTreeMap::new(),
+            log,
+            progress: config.progress,
+            bar,
+            total_seconds,
+        })
+    }
+
+    fn add(&mut self, second: u64, completed: u64, histogram: Histogram<u64>) {
+        let entry = self.pending.entry(second).or_insert_with(|| (0, 0, new_histogram()));
+        entry.0 += 1;
+        entry.1 += completed;
+        let _ = entry.2.add(&histogram);
+        if entry.0 == self.threads {
+            if let Some((second, (_, completed, histogram))) = self.pending.remove_entry(&second) {
+                self.emit(second, completed, &histogram);
+            }
+        }
+    }
+
+    fn emit(&mut self, second: u64, completed: u64, histogram: &Histogram<u64>) {
+        let p99 = if !histogram.is_empty() {
+            crate::result::format_micros(histogram.value_at_quantile(0.99))
+        } else {
+            "-".into()
+        };
+        let message = format!("rate {completed}/s  p99 {p99}");
+        match self.progress {
+            Progress::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position((second + 1).min(self.total_seconds));
+                    bar.set_message(message);
+                }
+            }
+            Progress::Lines => eprintln!("t={}s {message}", second + 1),
+            Progress::Quiet => {}
+        }
+        if let Some((_, file)) = &mut self.log {
+            // HdrHistogram's interval log line: start (s, from StartTime),
+            // length (s), max (ms), V2 compressed histogram in base64.
+            let line = format!(
+                "{second}.000,1.000,{:.3},{}\n",
+                histogram.max() as f64 / 1000.0,
+                crate::histograms::encode(histogram)
+            );
+            let _ = std::io::Write::write_all(file, line.as_bytes());
+        }
+    }
+
+    fn finish(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (second, (_, completed, histogram)) in pending {
+            self.emit(second, completed, &histogram);
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if let Some((path, file)) = &mut self.log {
+            if let Err(err) = std::io::Write::flush(file) {
+                eprintln!("tailcut-load: interval log {}: {err}", path.display());
+            }
+        }
+    }
+}

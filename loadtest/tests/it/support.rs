@@ -1,0 +1,76 @@
+//! Backends for the tests, each on its own runtime thread.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tailcut_load::backend::{self, BackendConfig, Delay};
+
+/// Starts `tailcut-load`'s own backend on a background thread.
+pub fn backend(status: u16, delay: &str) -> SocketAddr {
+    let config = BackendConfig {
+        size: 12,
+        status: http::StatusCode::from_u16(status).expect("status"),
+        delay: delay.parse::<Delay>().expect("delay"),
+    };
+    serve_on_thread(move |listener| backend::serve(listener, Arc::new(config)))
+}
+
+/// A backend that answers at once, except that every request arriving in
+/// `[freeze_at, freeze_at + length)` after the first request waits until
+/// the freeze ends: a target that stops for `length`.
+pub fn freezing_backend(freeze_at: Duration, length: Duration) -> SocketAddr {
+    serve_on_thread(move |listener| async move {
+        let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let first = first.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let first = *first.get_or_init(Instant::now);
+                    async move {
+                        let (from, until) = (first + freeze_at, first + freeze_at + length);
+                        let now = Instant::now();
+                        if now >= from && now < until {
+                            tokio::time::sleep_until(until.into()).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+fn serve_on_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            serve(listener).await;
+        });
+    });
+    rx.recv().expect("backend address")
+}
+
+/// A port with nothing listening.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
