@@ -6,7 +6,8 @@
 //! - [`cli`]: command-line definitions.
 //! - [`schedule`]: intended send times, fixed before the run (uniform or Poisson).
 //! - [`timing`]: sleeping coarsely then spinning to each send time; the stall monitor.
-//! - [`run`]: the open-loop run: threads, connections, the request queue.
+//! - [`run`]: the open-loop run: threads, connections, taking send times off the schedule.
+//! - [`http1`]: the lean HTTP/1.1 client connection of the hot loop.
 //! - [`histograms`]: the latency histograms and their serialized forms
 //!   (`.hgrm` text, HdrHistogram V2 compressed + base64).
 //! - [`result`]: what a run measured, its verdict, the terminal summary,
@@ -22,6 +23,7 @@
 pub mod backend;
 pub mod cli;
 pub mod histograms;
+pub mod http1;
 pub mod result;
 pub mod run;
 pub mod schedule;

@@ -1,14 +1,16 @@
 //! The open-loop run.
 //!
 //! Each generator thread runs a single-threaded tokio runtime holding its
-//! share of the connections. A scheduler task walks the thread's
-//! [`Schedule`], waits for each intended send time and queues it; a free
-//! connection takes the oldest queued time and sends. When every connection
-//! is busy, queued requests wait, and that wait counts as latency: a request
-//! is never skipped, and a late send shows up in the send-lag histogram.
+//! share of the connections. Whenever a connection is free it takes the next
+//! intended send time from the thread's [`Schedule`] and waits for it (or
+//! sends at once if that time has passed). When every connection is busy,
+//! the next intended times simply wait to be taken, and that wait counts as
+//! latency: a request is never skipped, and a late send shows up in the
+//! send-lag histogram. Nothing is queued, so memory does not grow with a
+//! backlog.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -20,11 +22,11 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::Notify;
 
 use crate::histograms::new_histogram;
+use crate::http1;
 use crate::result::{Decoded, Errors, Measured, RunResult, StatusClasses, Thresholds};
 use crate::schedule::{Arrivals, Schedule};
 use crate::timing::{micros, wait_until, StallMonitor};
@@ -309,27 +311,27 @@ impl Recorder {
 
 /// State shared by one thread's tasks (single-threaded: `Rc`, `RefCell`).
 struct ThreadState {
-    queue: RefCell<VecDeque<Instant>>,
-    ready: Notify,
-    scheduling_done: Cell<bool>,
+    start: Instant,
+    end: Duration,
+    schedule: RefCell<Schedule>,
+    finished: Cell<bool>,
     recorder: RefCell<Recorder>,
 }
 
 impl ThreadState {
-    /// The next queued intended send time; `None` once the schedule is done
-    /// and the queue empty.
-    async fn next(&self) -> Option<Instant> {
-        loop {
-            // Created before checking, so a wake-up between check and wait is not lost.
-            let notified = self.ready.notified();
-            if let Some(t) = self.queue.borrow_mut().pop_front() {
-                return Some(t);
-            }
-            if self.scheduling_done.get() {
-                return None;
-            }
-            notified.await;
+    /// The next intended send time and the time it was reached (now);
+    /// `None` when the schedule is over.
+    async fn next(&self) -> Option<(Instant, Instant)> {
+        if self.finished.get() {
+            return None;
         }
+        let offset = self.schedule.borrow_mut().next().filter(|offset| *offset < self.end);
+        let Some(offset) = offset else {
+            self.finished.set(true);
+            return None;
+        };
+        let intended = self.start + offset;
+        Some((intended, wait_until(intended).await))
     }
 }
 
@@ -351,11 +353,24 @@ fn generator_thread(
     let local = tokio::task::LocalSet::new();
     let window = (start + config.warmup, start + config.warmup + config.duration);
     let state = Rc::new(ThreadState {
-        queue: RefCell::new(VecDeque::new()),
-        ready: Notify::new(),
-        scheduling_done: Cell::new(false),
+        start,
+        end: config.warmup + config.duration,
+        schedule: RefCell::new(Schedule::new(
+            config.arrivals,
+            config.rate,
+            threads as u64,
+            k as u64,
+            config.seed,
+        )),
+        finished: Cell::new(false),
         recorder: RefCell::new(Recorder::new(window)),
     });
+    let request = Rc::new(http1::serialize_request(
+        &config.method,
+        &config.target,
+        &config.headers,
+        &config.body,
+    ));
     local.block_on(&runtime, async {
         // This thread's share of the connections.
         let connections = config.connections / threads + usize::from(k < config.connections % threads);
@@ -372,23 +387,15 @@ fn generator_thread(
                     )));
                 }
             } else {
-                workers.push(tokio::task::spawn_local(h1_worker(state.clone(), config.clone(), addr)));
+                workers.push(tokio::task::spawn_local(h1_worker(
+                    state.clone(),
+                    config.clone(),
+                    addr,
+                    request.clone(),
+                )));
             }
         }
         let flusher = tokio::task::spawn_local(flush_intervals(state.clone(), start, tx.clone()));
-
-        let end = config.warmup + config.duration;
-        for offset in Schedule::new(config.arrivals, config.rate, threads as u64, k as u64, config.seed) {
-            if offset >= end {
-                break;
-            }
-            let intended = start + offset;
-            wait_until(intended).await;
-            state.queue.borrow_mut().push_back(intended);
-            state.ready.notify_one();
-        }
-        state.scheduling_done.set(true);
-        state.ready.notify_waiters();
         for worker in workers {
             let _ = worker.await;
         }
@@ -453,28 +460,40 @@ fn request(config: &RunConfig) -> Request<Full<Bytes>> {
     request
 }
 
-/// Takes intended times off the queue, one exchange at a time, on its own
-/// HTTP/1.1 keep-alive connection (reopened after a failure).
-async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketAddr) {
-    let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
-    while let Some(intended) = state.next().await {
-        if let Some(outcome) = expired(intended, &config) {
-            state
-                .recorder
-                .borrow_mut()
-                .finished(intended, None, Instant::now(), outcome);
+/// Takes intended send times one exchange at a time, on its own HTTP/1.1
+/// keep-alive connection (reopened after a failure or a close).
+async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketAddr, request: Rc<Bytes>) {
+    let head = config.method == Method::HEAD;
+    let mut connection: Option<http1::Connection> = None;
+    while let Some((intended, sent)) = state.next().await {
+        if let Some(outcome) = expired(intended, sent, &config) {
+            state.recorder.borrow_mut().finished(intended, None, sent, outcome);
             continue;
         }
-        let sent = Instant::now();
         state.recorder.borrow_mut().sent(intended, sent);
-        let deadline = intended + config.timeout;
-        let outcome = match tokio::time::timeout_at(deadline.into(), h1_exchange(&mut sender, addr, &config)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::Timeout,
+        let exchange = async {
+            if !connection.as_ref().is_some_and(http1::Connection::is_open) {
+                connection = Some(http1::Connection::new(connect(addr).await?));
+            }
+            let Some(open) = connection.as_mut() else {
+                return Err(Outcome::Other);
+            };
+            open.exchange(&request, head)
+                .await
+                .map(Outcome::Response)
+                .map_err(|err| match err {
+                    http1::ExchangeError::Closed => Outcome::Reset,
+                    http1::ExchangeError::Io(io) => io_outcome(&io),
+                    http1::ExchangeError::Invalid(_) => Outcome::Other,
+                })
         };
-        if !matches!(outcome, Outcome::Response(_)) {
-            sender = None;
-        }
+        let outcome = match tokio::time::timeout_at((intended + config.timeout).into(), exchange).await {
+            Ok(Ok(outcome) | Err(outcome)) => outcome,
+            Err(_) => {
+                connection = None;
+                Outcome::Timeout
+            }
+        };
         state
             .recorder
             .borrow_mut()
@@ -482,31 +501,14 @@ async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketA
     }
 }
 
-async fn h1_exchange(
-    sender: &mut Option<http1::SendRequest<Full<Bytes>>>,
-    addr: SocketAddr,
-    config: &RunConfig,
-) -> Outcome {
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
-        let stream = match connect(addr).await {
-            Ok(stream) => stream,
-            Err(outcome) => return outcome,
-        };
-        match http1::handshake(TokioIo::new(stream)).await {
-            Ok((s, connection)) => {
-                tokio::task::spawn_local(connection);
-                *sender = Some(s);
-            }
-            Err(_) => return Outcome::Other,
+fn io_outcome(err: &std::io::Error) -> Outcome {
+    match err.kind() {
+        std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof => {
+            Outcome::Reset
         }
+        _ => Outcome::Other,
     }
-    let Some(s) = sender.as_mut() else {
-        return Outcome::Other;
-    };
-    if s.ready().await.is_err() {
-        return Outcome::Reset;
-    }
-    finish(s.send_request(request(config)).await).await
 }
 
 /// Like [`h1_worker`], for one of several streams sharing an HTTP/2 connection.
@@ -516,15 +518,11 @@ async fn h2_worker(
     addr: SocketAddr,
     shared: Rc<RefCell<Option<http2::SendRequest<Full<Bytes>>>>>,
 ) {
-    while let Some(intended) = state.next().await {
-        if let Some(outcome) = expired(intended, &config) {
-            state
-                .recorder
-                .borrow_mut()
-                .finished(intended, None, Instant::now(), outcome);
+    while let Some((intended, sent)) = state.next().await {
+        if let Some(outcome) = expired(intended, sent, &config) {
+            state.recorder.borrow_mut().finished(intended, None, sent, outcome);
             continue;
         }
-        let sent = Instant::now();
         state.recorder.borrow_mut().sent(intended, sent);
         let deadline = intended + config.timeout;
         let exchange = async {
@@ -563,20 +561,17 @@ async fn h2_worker(
 
 /// A request that waited in the queue past its timeout is not sent at all:
 /// it already failed, and sending it would only delay the rest.
-fn expired(intended: Instant, config: &RunConfig) -> Option<Outcome> {
-    (intended.elapsed() >= config.timeout).then_some(Outcome::Timeout)
+fn expired(intended: Instant, now: Instant, config: &RunConfig) -> Option<Outcome> {
+    (now.saturating_duration_since(intended) >= config.timeout).then_some(Outcome::Timeout)
 }
 
 async fn connect(addr: SocketAddr) -> Result<tokio::net::TcpStream, Outcome> {
-    match tokio::net::TcpStream::connect(addr).await {
-        Ok(stream) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => Err(Outcome::Refused),
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => Err(Outcome::Reset),
-        Err(_) => Err(Outcome::Other),
-    }
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|err| io_outcome(&err))?;
+    // Best effort: without NODELAY small requests may wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Reads the whole response body (counting, not keeping it): latency ends at its last byte.
