@@ -170,9 +170,14 @@ impl Shared {
             None => self.timeouts.upstream_response_header,
         };
 
+        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+        if !parts.headers.contains_key(HOST) {
+            // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
+            parts.headers.insert(HOST, backend.host_header());
+        }
+
         if upgrade.is_some() {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
-                parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
                 let request = Request::from_parts(parts, body);
                 // Upgrades are rare: boxed, their state does not enlarge every request's future.
                 return Box::pin(upgrade::tunnel(
@@ -187,7 +192,6 @@ impl Shared {
             }
         }
 
-        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
         let request = Request::from_parts(parts, body);
         let (response, lease) = match tokio::time::timeout(header_timeout, backend.send(request)).await {
             Ok(Ok(exchange)) => exchange,

@@ -21,10 +21,16 @@ use crate::config;
 pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
+    host: http::HeaderValue,
     pool: Arc<Pool>,
 }
 
 impl Backend {
+    /// `Host` naming this backend, for requests that arrive without one.
+    pub fn host_header(&self) -> http::HeaderValue {
+        self.host.clone()
+    }
+
     /// Sends `request` (origin-form URI) on a pooled connection.
     pub async fn send(&self, request: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
         self.pool.send(request).await
@@ -48,6 +54,9 @@ impl Cluster {
             .iter()
             .map(|&addr| Backend {
                 addr,
+                // A socket address always forms a valid header value.
+                host: http::HeaderValue::from_str(&addr.to_string())
+                    .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
                 pool: Arc::new(Pool::new(
                     addr,
                     upstream.max_idle_per_backend,

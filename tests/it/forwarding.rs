@@ -143,3 +143,37 @@ async fn serves_cleartext_http2_and_forwards_as_http11_with_host() {
     assert_eq!(seen.headers["host"], proxy.addr.to_string());
     assert_eq!(seen.headers["via"], "2 tailcut");
 }
+
+#[tokio::test]
+async fn http10_request_without_host_reaches_the_backend_with_one() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let response = crate::support::raw_exchange(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.0 200 OK"), "{response}");
+    assert!(response.ends_with("hello"), "{response}");
+    let seen = upstream.last();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.headers["host"], upstream.addr.to_string());
+    assert_eq!(seen.headers["via"], "1.0 tailcut");
+}
+
+#[tokio::test]
+async fn a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    // The classic CL.TE desync: Transfer-Encoding wins, the 0-chunk ends the
+    // body, and what follows must not be read as a request on this connection.
+    let attack = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let response = crate::support::raw_exchange(proxy.addr, attack).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "one response only: {response}");
+    let seen = upstream.seen();
+    assert!(
+        seen.iter().all(|s| s.target != "/smuggled"),
+        "smuggled request reached the upstream"
+    );
+    assert!(
+        seen.iter().all(|s| s.headers.get("content-length").is_none()),
+        "Content-Length must not be forwarded"
+    );
+}
