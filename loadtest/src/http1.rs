@@ -69,6 +69,10 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct Connection {
     stream: TcpStream,
     buf: BytesMut,
+    /// Where each read lands before it is appended to `buf`; allocated once
+    /// per connection (a buffer on the stack would be zeroed on every read
+    /// and would make every request's future 16 KiB larger to move).
+    scratch: Box<[u8]>,
     open: bool,
 }
 
@@ -84,6 +88,7 @@ impl Connection {
         Self {
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             open: true,
         }
     }
@@ -130,15 +135,16 @@ impl Connection {
 
     /// Reads what has arrived; false at end of stream.
     async fn read_more(&mut self) -> Result<bool, ExchangeError> {
-        let mut chunk = [0u8; READ_CHUNK];
+        let Self {
+            stream, buf, scratch, ..
+        } = self;
         loop {
-            self.stream.readable().await?;
+            stream.readable().await?;
             let mut read = None;
-            let stream = &self.stream;
             let result = stream.try_io(Interest::READABLE, || {
-                let n = (&*SockRef::from(stream)).read(&mut chunk)?;
+                let n = (&*SockRef::from(&*stream)).read(scratch)?;
                 read = Some(n);
-                if n > 0 && n < READ_CHUNK {
+                if n > 0 && n < scratch.len() {
                     // A short read drained the socket. Answering WouldBlock
                     // makes tokio clear its readiness, so the next read waits
                     // for epoll instead of failing with EAGAIN first.
@@ -149,7 +155,7 @@ impl Connection {
             match (read, result) {
                 (Some(0), _) => return Ok(false),
                 (Some(n), _) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
+                    buf.extend_from_slice(&scratch[..n]);
                     return Ok(true);
                 }
                 (None, Err(err)) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
