@@ -20,6 +20,14 @@ use toml::Spanned;
 use error::Locator;
 pub use error::{ConfigError, Invalid};
 
+/// The longest duration accepted anywhere. Longer ones are surely typos, and
+/// deadlines computed from them must not overflow the clock.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest count accepted anywhere (connections, headers, bytes): far above
+/// any real limit, and below what tokio's semaphore can hold.
+const MAX_COUNT: usize = 1 << 30;
+
 /// The smallest header limit hyper's HTTP/1 parser accepts: its read buffer
 /// cannot be smaller than 8 KiB.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -369,6 +377,11 @@ impl Validator<'_> {
             None => (default, None),
         };
         match humantime::parse_duration(text) {
+            Ok(duration) if duration > MAX_DURATION => {
+                Err(self
+                    .locator
+                    .error(span, key, format!("{text:?} is longer than the maximum of 365 days")))
+            }
             Ok(duration) if !duration.is_zero() => Ok(duration),
             Ok(_) => Err(self
                 .locator
@@ -393,10 +406,18 @@ impl Validator<'_> {
     }
 
     fn non_negative(&self, raw: &Spanned<i64>, key: &str) -> Result<usize, Invalid> {
-        usize::try_from(*raw.get_ref()).map_err(|_| {
+        let value = usize::try_from(*raw.get_ref()).map_err(|_| {
             self.locator
                 .error(Some(raw.span()), key, format!("{} must not be negative", raw.get_ref()))
-        })
+        })?;
+        if value > MAX_COUNT {
+            return Err(self.locator.error(
+                Some(raw.span()),
+                key,
+                format!("{value} is above the maximum of {MAX_COUNT}"),
+            ));
+        }
+        Ok(value)
     }
 }
 
@@ -511,6 +532,22 @@ backends = ["127.0.0.1:9000"]
         );
         let negative = error(&format!("[limits]\nmax_headers = -3\n{MINIMAL}"));
         assert_eq!(negative, "t.toml:2:15: limits.max_headers: -3 must not be negative");
+    }
+
+    #[test]
+    fn absurd_durations_and_counts_are_refused_not_overflowed() {
+        let long = error(&format!("[timeouts]\nrequest = \"300000000000y\"\n{MINIMAL}"));
+        assert_eq!(
+            long,
+            r#"t.toml:2:11: timeouts.request: "300000000000y" is longer than the maximum of 365 days"#
+        );
+        let many = error(&format!(
+            "[limits]\nmax_connections_per_listener = 4611686018427387904\n{MINIMAL}"
+        ));
+        assert_eq!(
+            many,
+            "t.toml:2:32: limits.max_connections_per_listener: 4611686018427387904 is above the maximum of 1073741824"
+        );
     }
 
     #[test]

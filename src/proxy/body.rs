@@ -58,7 +58,7 @@ impl ProxyBody {
         if body.is_end_stream() {
             // Nothing left to read (HEAD, 204, empty body): hyper may never
             // poll this body, so hand the connection back now.
-            release(&mut lease);
+            release(&mut lease, &mut Context::from_waker(std::task::Waker::noop()));
         }
         match deadline {
             None => Kind::Upstream { body, lease },
@@ -98,17 +98,17 @@ fn poll_upstream(
     }
     let frame = Pin::new(&mut *body).poll_frame(cx);
     match &frame {
-        Poll::Ready(None) => release(lease),
-        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(lease),
+        Poll::Ready(None) => release(lease, cx),
+        Poll::Ready(Some(Ok(_))) if body.is_end_stream() => release(lease, cx),
         Poll::Ready(Some(Err(_))) => *lease = None,
         _ => {}
     }
     frame.map_err(BodyError::from)
 }
 
-fn release(lease: &mut Option<Lease>) {
+fn release(lease: &mut Option<Lease>, cx: &mut Context<'_>) {
     if let Some(mut lease) = lease.take() {
-        lease.release();
+        lease.release(cx);
     }
 }
 

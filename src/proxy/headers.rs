@@ -117,8 +117,8 @@ pub struct ClientSide {
 
 /// Rewrites a client's request headers for the backend.
 ///
-/// `authority` is the request URI's authority (HTTP/2 carries the host there
-/// instead of in `Host`). `upgrade` is kept when the request is a protocol
+/// `authority` is the request URI's authority: HTTP/2 carries the host there
+/// instead of in `Host`, and an absolute-form HTTP/1.1 target overrides `Host`. `upgrade` is kept when the request is a protocol
 /// upgrade the proxy will tunnel.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
@@ -144,10 +144,10 @@ pub fn rewrite_request(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    if !headers.contains_key(HOST) {
-        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(HOST, host);
-        }
+    // RFC 9112 section 3.2.2: when the request target carries an authority
+    // (absolute-form, or HTTP/2's :authority), it wins over any Host header.
+    if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        headers.insert(HOST, host);
     }
     if let Some(host) = headers.get(HOST).cloned() {
         headers.insert(&X_FORWARDED_HOST, host);

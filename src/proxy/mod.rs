@@ -132,13 +132,15 @@ impl Shared {
         if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("HTTP/1.1 request needs exactly one Host header"));
         }
-        let host = match parts.headers.get(HOST) {
-            Some(value) => Some(
+        // The target's authority, when it has one, wins over Host (RFC 9112 section 3.2.2).
+        let host = match (parts.uri.authority(), parts.headers.get(HOST)) {
+            (Some(authority), _) => Some(authority.as_str()),
+            (None, Some(value)) => Some(
                 value
                     .to_str()
                     .map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?,
             ),
-            None => parts.uri.authority().map(|a| a.as_str()),
+            (None, None) => None,
         };
         let route = self
             .router

@@ -257,8 +257,17 @@ impl Lease {
     }
 
     /// The exchange completed: the connection may serve the next request.
-    pub(super) fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+    /// The response has ended. The connection goes back to the pool only if
+    /// one poll shows it idle and ready for the next request: a backend may
+    /// answer early (401, 413) while the request body is still being written,
+    /// and such a connection must be closed, not parked half-way through a
+    /// request where nothing would drive it.
+    pub(super) fn release(&mut self, cx: &mut Context<'_>) {
+        let Some(mut conn) = self.conn.take() else { return };
+        if Pin::new(&mut conn.driver).poll(cx).is_ready() {
+            return;
+        }
+        if let Poll::Ready(Ok(())) = conn.sender.poll_ready(cx) {
             self.pool.put(conn);
         }
     }

@@ -94,3 +94,19 @@ async fn starts_x_forwarded_for_when_absent() {
         .expect("send");
     assert_eq!(upstream.last().headers["x-forwarded-for"], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_wins_over_host() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let response = crate::support::raw_exchange(
+        proxy.addr,
+        b"GET http://target.test/p?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let seen = upstream.last();
+    assert_eq!(seen.target, "/p?q=1", "the backend gets origin-form");
+    assert_eq!(seen.headers["host"], "target.test");
+    assert_eq!(seen.headers["x-forwarded-host"], "target.test");
+}
