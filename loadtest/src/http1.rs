@@ -36,6 +36,11 @@ pub enum ExchangeError {
     /// The response was not valid HTTP/1.1.
     #[error("invalid response: {0}")]
     Invalid(&'static str),
+    /// A kept-alive connection turned out to be closed by the server before
+    /// this request got any answer (it idled out). Nothing was processed, so
+    /// the request may be sent again on a new connection.
+    #[error("kept-alive connection was closed by the server")]
+    Stale,
 }
 
 /// Serializes a request once, for every send of the run.
@@ -74,6 +79,10 @@ pub struct Connection {
     /// and would make every request's future 16 KiB larger to move).
     scratch: Box<[u8]>,
     open: bool,
+    /// Exchanges completed on this connection.
+    served: u64,
+    /// Whether any byte of the current response has arrived.
+    answered: bool,
 }
 
 enum Framing {
@@ -90,6 +99,8 @@ impl Connection {
             buf: BytesMut::with_capacity(READ_CHUNK),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             open: true,
+            served: 0,
+            answered: false,
         }
     }
 
@@ -100,9 +111,24 @@ impl Connection {
 
     /// Sends `request` and reads the whole response; returns its status.
     pub async fn exchange(&mut self, request: &[u8], head: bool) -> Result<u16, ExchangeError> {
+        self.answered = false;
         let result = self.exchange_inner(request, head).await;
-        if result.is_err() {
-            self.open = false;
+        match result {
+            Ok(_) => self.served += 1,
+            Err(ref err) => {
+                self.open = false;
+                let closed = match err {
+                    ExchangeError::Closed => true,
+                    ExchangeError::Io(io) => matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ),
+                    _ => false,
+                };
+                if closed && self.served > 0 && !self.answered {
+                    return Err(ExchangeError::Stale);
+                }
+            }
         }
         result
     }
@@ -156,6 +182,7 @@ impl Connection {
                 (Some(0), _) => return Ok(false),
                 (Some(n), _) => {
                     buf.extend_from_slice(&scratch[..n]);
+                    self.answered = true;
                     return Ok(true);
                 }
                 (None, Err(err)) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -272,7 +299,10 @@ impl Connection {
                     }
                 }
             }
-            self.skip(size + 2).await?;
+            let with_crlf = size
+                .checked_add(2)
+                .ok_or(ExchangeError::Invalid("chunk size overflows"))?;
+            self.skip(with_crlf).await?;
         }
     }
 }

@@ -283,24 +283,35 @@ impl Recorder {
         }
     }
 
+    /// Records the end of one request. Responses and timeouts enter the
+    /// latency histograms: a timeout's latency is at least the timeout, and
+    /// leaving it out would hide exactly the worst of the tail. Fast failures
+    /// (refused, reset) are counted but not recorded as latencies, where
+    /// they would make a failing target look quick.
     fn finished(&mut self, intended: Instant, sent: Option<Instant>, end: Instant, outcome: Outcome) {
         let corrected = micros(end.saturating_duration_since(intended));
-        if let Outcome::Response(_) = outcome {
+        let waited = matches!(outcome, Outcome::Response(_) | Outcome::Timeout);
+        if waited {
             self.interval.saturating_record(corrected);
+        }
+        if let Outcome::Response(_) = outcome {
             self.interval_completed += 1;
         }
         if !self.in_window(intended) {
             return;
         }
-        match outcome {
-            Outcome::Response(status) => {
-                self.status.count(status);
-                self.corrected.saturating_record(corrected);
-                if let Some(sent) = sent {
-                    self.uncorrected
-                        .saturating_record(micros(end.saturating_duration_since(sent)));
-                }
+        if waited {
+            self.corrected.saturating_record(corrected);
+            match sent {
+                Some(sent) => self
+                    .uncorrected
+                    .saturating_record(micros(end.saturating_duration_since(sent))),
+                // Never sent: it waited its whole timeout for a connection.
+                None => self.send_lag.saturating_record(corrected),
             }
+        }
+        match outcome {
+            Outcome::Response(status) => self.status.count(status),
             Outcome::Refused => self.errors.refused += 1,
             Outcome::Reset => self.errors.reset += 1,
             Outcome::Timeout => self.errors.timeout += 1,
@@ -472,20 +483,24 @@ async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketA
         }
         state.recorder.borrow_mut().sent(intended, sent);
         let exchange = async {
-            if !connection.as_ref().is_some_and(http1::Connection::is_open) {
-                connection = Some(http1::Connection::new(connect(addr).await?));
+            // A kept-alive connection the server closed while idle fails with
+            // `Stale` before anything was processed: resend once, on a new one.
+            for _attempt in 0..2 {
+                if !connection.as_ref().is_some_and(http1::Connection::is_open) {
+                    connection = Some(http1::Connection::new(connect(addr).await?));
+                }
+                let Some(open) = connection.as_mut() else {
+                    return Err(Outcome::Other);
+                };
+                match open.exchange(&request, head).await {
+                    Ok(status) => return Ok(Outcome::Response(status)),
+                    Err(http1::ExchangeError::Stale) => continue,
+                    Err(http1::ExchangeError::Closed) => return Err(Outcome::Reset),
+                    Err(http1::ExchangeError::Io(io)) => return Err(io_outcome(&io)),
+                    Err(http1::ExchangeError::Invalid(_)) => return Err(Outcome::Other),
+                }
             }
-            let Some(open) = connection.as_mut() else {
-                return Err(Outcome::Other);
-            };
-            open.exchange(&request, head)
-                .await
-                .map(Outcome::Response)
-                .map_err(|err| match err {
-                    http1::ExchangeError::Closed => Outcome::Reset,
-                    http1::ExchangeError::Io(io) => io_outcome(&io),
-                    http1::ExchangeError::Invalid(_) => Outcome::Other,
-                })
+            Err(Outcome::Reset)
         };
         let outcome = match tokio::time::timeout_at((intended + config.timeout).into(), exchange).await {
             Ok(Ok(outcome) | Err(outcome)) => outcome,
@@ -718,5 +733,71 @@ impl Intervals {
                 eprintln!("tailcut-load: interval log {}: {err}", path.display());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_enter_the_latency_histograms_fast_failures_do_not() {
+        let start = Instant::now();
+        let mut recorder = Recorder::new((start, start + Duration::from_secs(60)));
+        let intended = start + Duration::from_secs(1);
+        recorder.finished(
+            intended,
+            Some(intended),
+            intended + Duration::from_secs(10),
+            Outcome::Timeout,
+        );
+        recorder.finished(intended, None, intended + Duration::from_secs(10), Outcome::Timeout);
+        recorder.finished(
+            intended,
+            Some(intended),
+            intended + Duration::from_millis(1),
+            Outcome::Reset,
+        );
+        recorder.finished(
+            intended,
+            Some(intended),
+            intended + Duration::from_millis(1),
+            Outcome::Refused,
+        );
+        assert_eq!(recorder.corrected.len(), 2, "both timeouts, at their full wait");
+        assert!(recorder.corrected.min() >= 9_990_000);
+        assert_eq!(recorder.uncorrected.len(), 1, "only the one that was sent");
+        assert_eq!(
+            recorder.send_lag.len(),
+            1,
+            "the unsent one waited its whole timeout to be sent"
+        );
+        assert_eq!(
+            (recorder.errors.timeout, recorder.errors.reset, recorder.errors.refused),
+            (2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn only_requests_intended_in_the_window_are_recorded() {
+        let start = Instant::now();
+        let window = (start + Duration::from_secs(2), start + Duration::from_secs(4));
+        let mut recorder = Recorder::new(window);
+        for at in [1u64, 3, 5] {
+            let intended = start + Duration::from_secs(at);
+            recorder.sent(intended, intended);
+            recorder.finished(
+                intended,
+                Some(intended),
+                intended + Duration::from_millis(1),
+                Outcome::Response(200),
+            );
+        }
+        assert_eq!(recorder.corrected.len(), 1);
+        assert_eq!(recorder.sent_in_window, 1);
+        assert_eq!(
+            recorder.interval_completed, 3,
+            "the interval log covers warm-up and tail too"
+        );
     }
 }

@@ -3,5 +3,6 @@
 
 mod exit_codes;
 mod freeze;
+mod keepalive;
 mod outputs;
 mod support;
