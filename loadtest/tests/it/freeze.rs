@@ -3,42 +3,16 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, Method};
-use tailcut_load::result::Thresholds;
-use tailcut_load::run::{execute, Progress, RunConfig};
-use tailcut_load::schedule::Arrivals;
+use tailcut_load::run::execute;
 
-use crate::support::freezing_backend;
+use crate::support::{freezing_backend, run_config};
 
 #[test]
 fn a_one_second_freeze_shows_in_corrected_but_not_uncorrected_latency() {
     let run_length = Duration::from_secs(4);
     let freeze = Duration::from_secs(1);
     let addr = freezing_backend(Duration::from_millis(1500), freeze);
-    let config = RunConfig {
-        target: format!("http://{addr}/").parse().expect("url"),
-        rate: 500.0,
-        duration: run_length,
-        warmup: Duration::ZERO,
-        connections: 10,
-        threads: 1,
-        arrivals: Arrivals::Uniform,
-        method: Method::GET,
-        headers: HeaderMap::new(),
-        body: bytes::Bytes::new(),
-        http2: false,
-        streams: 1,
-        timeout: Duration::from_secs(10),
-        seed: 1,
-        thresholds: Thresholds {
-            rate_tolerance: 0.01,
-            max_send_lag_us: 1_000,
-            max_stall_us: 10_000,
-            max_error_rate: 0.0,
-        },
-        progress: Progress::Quiet,
-        interval_log: None,
-    };
+    let config = run_config(addr, 500.0, run_length, 10);
     let result = execute(&config).expect("run");
     let h = result.decode().expect("histograms");
     assert_eq!(result.errors.total(), 0, "{:?}", result.errors);

@@ -20,7 +20,14 @@ fn outputs_parse_back_and_merge_adds_up() {
     let url = format!("http://{addr}/");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let loose = ["--max-send-lag", "200ms", "--max-stall", "2s"];
+    let loose = [
+        "--max-send-lag",
+        "200ms",
+        "--max-stall",
+        "2s",
+        "--rate-tolerance",
+        "0.2",
+    ];
 
     for (json, extra) in [
         ("a.json", vec!["--hgrm", "a.hgrm"]),

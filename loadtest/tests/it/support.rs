@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tailcut_load::backend::{self, BackendConfig, Delay};
+use tailcut_load::result::Thresholds;
+use tailcut_load::run::{Progress, RunConfig};
+use tailcut_load::schedule::Arrivals;
 
 /// Starts `tailcut-load`'s own backend on a background thread.
 pub fn backend(status: u16, delay: &str) -> SocketAddr {
@@ -97,4 +100,33 @@ pub fn idle_closing_backend(idle: Duration) -> SocketAddr {
             });
         }
     })
+}
+
+/// A quiet uniform GET run against `addr`, with strict thresholds; tests
+/// override what they are about.
+pub fn run_config(addr: SocketAddr, rate: f64, duration: Duration, connections: usize) -> RunConfig {
+    RunConfig {
+        target: format!("http://{addr}/").parse().expect("url"),
+        rate,
+        duration,
+        warmup: Duration::ZERO,
+        connections,
+        threads: 1,
+        arrivals: Arrivals::Uniform,
+        method: http::Method::GET,
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::new(),
+        http2: false,
+        streams: 1,
+        timeout: Duration::from_secs(10),
+        seed: 1,
+        thresholds: Thresholds {
+            rate_tolerance: 0.01,
+            max_send_lag_us: 1_000,
+            max_stall_us: 10_000,
+            max_error_rate: 0.0,
+        },
+        progress: Progress::Quiet,
+        interval_log: None,
+    }
 }
