@@ -1,11 +1,20 @@
 //! Serving one client connection: HTTP/1.1 or HTTP/2 (detected from the
 //! first bytes), the idle timeout, and graceful shutdown.
+//!
+//! The protocol is chosen by peeking at the HTTP/2 connection preface, then
+//! hyper's HTTP/1 or HTTP/2 server runs on the plain socket. hyper-util's
+//! `auto` builder does the same detection but keeps every read of the
+//! connection going through its rewind wrapper and version dispatch; serving
+//! the plain socket keeps the HTTP/1 request path as short as hyper allows.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -18,8 +27,14 @@ use tracing::Instrument;
 use crate::middleware::{self, activity::Activity};
 use crate::proxy::{Proxy, ProxyError};
 
+/// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// What every connection of a server shares.
 pub(super) struct Shared {
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
+    /// Serves over-limit connections, whichever protocol they speak.
     pub http: auto::Builder<TokioExecutor>,
     pub proxy: Proxy,
     pub idle_timeout: Duration,
@@ -41,34 +56,91 @@ pub(super) async fn serve(
     let span = tracing::debug_span!("connection", %peer, %listener);
     async move {
         let activity = Activity::new();
-        let service = middleware::stack(shared.proxy.service_for(peer, "http"), activity.clone());
-        let connection = shared
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        tokio::pin!(connection);
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(cause = %err, "connection ended with error");
-                    }
-                    break;
-                }
-                () = shared.shutdown.cancelled(), if !closing => {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                () = activity.idle_for(shared.idle_timeout), if !closing => {
-                    tracing::debug!("idle timeout");
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
+        let service = TowerToHyperService::new(middleware::stack(
+            shared.proxy.service_for(peer, "http"),
+            activity.clone(),
+        ));
+        match starts_with_h2_preface(&stream, shared.header_timeout).await {
+            Some(true) => {
+                let connection = shared.http2.serve_connection(TokioIo::new(stream), service);
+                drive(connection, http2::Connection::graceful_shutdown, &activity, &shared).await;
             }
+            Some(false) => {
+                let connection = shared
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive(
+                    connection,
+                    http1::UpgradeableConnection::graceful_shutdown,
+                    &activity,
+                    &shared,
+                )
+                .await;
+            }
+            None => tracing::debug!("closed before sending a request"),
         }
     }
     .instrument(span)
     .await;
+}
+
+/// Runs `connection` until it ends, shutting it down gracefully on server
+/// shutdown or once it has been idle for the idle timeout.
+async fn drive<C, E>(connection: C, graceful_shutdown: fn(Pin<&mut C>), activity: &Activity, shared: &Shared)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(cause = %err, "connection ended with error");
+                }
+                return;
+            }
+            () = shared.shutdown.cancelled(), if !closing => {
+                graceful_shutdown(connection.as_mut());
+                closing = true;
+            }
+            () = activity.idle_for(shared.idle_timeout), if !closing => {
+                tracing::debug!("idle timeout");
+                graceful_shutdown(connection.as_mut());
+                closing = true;
+            }
+        }
+    }
+}
+
+/// Whether the client opened with the HTTP/2 preface, read without consuming
+/// it; `None` if it closed or sent nothing within `limit`.
+async fn starts_with_h2_preface(stream: &TcpStream, limit: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // A partial preface: the rest is on its way. peek() would return the
+        // same bytes at once, so wait a moment instead of spinning.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Answers every request on an over-limit connection with 503 and

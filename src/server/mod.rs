@@ -14,6 +14,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -86,7 +87,9 @@ impl Server {
         );
 
         let shared = Arc::new(connection::Shared {
-            http: http_builder(config),
+            http1: http1_builder(config),
+            http2: http2_builder(config),
+            http: auto_builder(config),
             proxy: Proxy::new(config),
             idle_timeout: config.timeouts.idle,
             header_timeout: config.timeouts.request_header,
@@ -110,23 +113,43 @@ impl Server {
     }
 }
 
-/// The HTTP/1.1 + cleartext HTTP/2 connection builder every connection shares.
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/1.1 server every connection shares.
+fn http1_builder(config: &Config) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         // Without a timer hyper silently ignores header_read_timeout, and a
         // client sending one byte at a time would hold a connection forever.
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.request_header)
-        // hyper bounds a request head by its read buffer: over it, 431.
-        .max_buf_size(config.limits.max_header_bytes.get())
+        // Over either limit: 431.
+        .max_header_size(config.limits.max_header_bytes.get())
         .max_headers(config.limits.max_headers.get())
+        // The read buffer bounds memory per connection; it must hold a head.
+        .max_buf_size(config.limits.max_header_bytes.get().max(64 * 1024))
         .keep_alive(true);
     builder
-        .http2()
+}
+
+/// The cleartext HTTP/2 server every connection shares.
+fn http2_builder(config: &Config) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.limits.max_header_bytes.get()).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Both protocols behind one builder, for answering over-limit connections.
+fn auto_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        .max_buf_size(config.limits.max_header_bytes.get())
+        .max_headers(config.limits.max_headers.get())
+        .keep_alive(false);
+    builder.http2().timer(TokioTimer::new());
     builder
 }
 
