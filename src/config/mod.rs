@@ -72,7 +72,8 @@ pub struct Timeouts {
     /// it also bounds how long a keep-alive connection may wait between requests.
     #[serde(serialize_with = "as_humantime")]
     pub request_header: Duration,
-    /// Waiting for a backend's response headers once the request was sent.
+    /// Waiting for a backend's response headers, counted from when the
+    /// request and its whole body have been sent.
     #[serde(serialize_with = "as_humantime")]
     pub upstream_response_header: Duration,
     /// Closing a client connection that has had no request in flight for this long.

@@ -12,6 +12,7 @@ pub mod headers;
 mod pool;
 mod route;
 mod upgrade;
+mod upload;
 mod upstream;
 
 use std::convert::Infallible;
@@ -195,17 +196,10 @@ impl Shared {
         }
 
         let request = Request::from_parts(parts, body);
-        let (response, lease) = match tokio::time::timeout(header_timeout, backend.send(request)).await {
-            Ok(Ok(exchange)) => exchange,
-            Ok(Err(err)) => return Err(self.classify(cluster, backend, err)),
-            Err(_) => {
-                return Err(ProxyError::UpstreamTimeout {
-                    upstream: cluster.name.clone(),
-                    backend: backend.addr.to_string(),
-                    after: header_timeout,
-                })
-            }
-        };
+        let (response, lease) = backend
+            .send(request, header_timeout)
+            .await
+            .map_err(|err| self.classify(cluster, backend, err))?;
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
         Ok(Response::from_parts(
@@ -214,13 +208,19 @@ impl Shared {
         ))
     }
 
-    /// A connect timeout is 504 (like nginx); refused, reset or closed is 502.
+    /// Timeouts (connect, response header) are 504, like nginx; refused,
+    /// reset or closed is 502.
     fn classify(&self, cluster: &Cluster, backend: &Backend, err: SendError) -> ProxyError {
         match err {
             SendError::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream: cluster.name.clone(),
                 backend: backend.addr.to_string(),
                 after: self.timeouts.connect,
+            },
+            SendError::ResponseTimeout(after) => ProxyError::UpstreamTimeout {
+                upstream: cluster.name.clone(),
+                backend: backend.addr.to_string(),
+                after,
             },
             err => ProxyError::UpstreamFailed {
                 upstream: cluster.name.clone(),

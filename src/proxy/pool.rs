@@ -22,6 +22,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+
+use super::upload::{UploadBody, UploadProgress};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -39,6 +41,10 @@ pub enum SendError {
     /// Opening the TCP connection took longer than the connect timeout.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// No response head within the response-header timeout, counted from
+    /// when the request (and its body) had been sent.
+    #[error("no response within {0:?}")]
+    ResponseTimeout(Duration),
     /// A new connection closed before the request could be written.
     #[error("connection closed before the request was sent")]
     ClosedBeforeSend,
@@ -50,8 +56,8 @@ pub enum SendError {
 /// One upstream HTTP/1.1 connection: the request side and the connection
 /// state machine that must be polled for any I/O to happen.
 struct Conn {
-    sender: SendRequest<Incoming>,
-    driver: Connection<TokioIo<TcpStream>, Incoming>,
+    sender: SendRequest<UploadBody>,
+    driver: Connection<TokioIo<TcpStream>, UploadBody>,
 }
 
 struct Idle {
@@ -96,18 +102,27 @@ impl Pool {
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<Incoming>,
+        response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let (parts, body) = request.into_parts();
+        let (body, upload) = UploadBody::new(body);
+        let request = Request::from_parts(parts, body);
         let (conn, reused) = match self.checkout().await {
             Some(conn) => (conn, true),
             // Connecting is the rare path: boxing it keeps the future that
             // every request builds and moves small.
             None => (Box::pin(self.connect()).await?, false),
         };
-        match Lease::new(conn, self.clone()).send(request).await {
+        match Lease::new(conn, self.clone())
+            .send(request, &upload, response_timeout)
+            .await
+        {
             Ok(exchange) => Ok(exchange),
             // The pooled connection closed before the request was written:
             // nothing reached the backend, so a fresh connection may try.
-            Err(RetryableOr::Retry(unsent)) if reused => Box::pin(self.send_on_new_connection(unsent)).await,
+            Err(RetryableOr::Retry(unsent)) if reused => {
+                Box::pin(self.send_on_new_connection(unsent, &upload, response_timeout)).await
+            }
             Err(RetryableOr::Retry(_)) => Err(SendError::ClosedBeforeSend),
             Err(RetryableOr::Failed(err)) => Err(err),
         }
@@ -115,10 +130,15 @@ impl Pool {
 
     async fn send_on_new_connection(
         self: &Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<UploadBody>,
+        upload: &UploadProgress,
+        response_timeout: Duration,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let conn = self.connect().await?;
-        match Lease::new(conn, self.clone()).send(request).await {
+        match Lease::new(conn, self.clone())
+            .send(request, upload, response_timeout)
+            .await
+        {
             Ok(exchange) => Ok(exchange),
             Err(RetryableOr::Retry(_)) => Err(SendError::ClosedBeforeSend),
             Err(RetryableOr::Failed(err)) => Err(err),
@@ -212,7 +232,7 @@ impl std::fmt::Debug for Lease {
 // allocation on every request to shrink a value that lives for one return.
 #[allow(clippy::large_enum_variant)]
 enum RetryableOr {
-    Retry(Request<Incoming>),
+    Retry(Request<UploadBody>),
     Failed(SendError),
 }
 
@@ -222,24 +242,44 @@ impl Lease {
     }
 
     /// Writes `request` and reads the response head, polling the connection
-    /// in this task.
-    async fn send(mut self, request: Request<Incoming>) -> Result<(Response<Incoming>, Lease), RetryableOr> {
+    /// in this task. The response timeout runs from when `upload` is done
+    /// (at once for a request without a body).
+    async fn send(
+        mut self,
+        request: Request<UploadBody>,
+        upload: &UploadProgress,
+        response_timeout: Duration,
+    ) -> Result<(Response<Incoming>, Lease), RetryableOr> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(RetryableOr::Retry(request));
         };
         let response = conn.sender.try_send_request(request);
         tokio::pin!(response);
+        let timer = tokio::time::sleep(response_timeout);
+        tokio::pin!(timer);
+        let mut timing = upload.is_done();
         let result = poll_fn(|cx| {
             self.drive(cx);
-            response.as_mut().poll(cx)
+            if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            if !timing && upload.is_done() {
+                timer.as_mut().reset(tokio::time::Instant::now() + response_timeout);
+                timing = true;
+            }
+            if timing && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
         })
         .await;
         match result {
-            Ok(response) => Ok((response, self)),
-            Err(mut err) => match err.take_message() {
+            Some(Ok(response)) => Ok((response, self)),
+            Some(Err(mut err)) => match err.take_message() {
                 Some(request) => Err(RetryableOr::Retry(request)),
                 None => Err(RetryableOr::Failed(SendError::Http(err.into_error()))),
             },
+            None => Err(RetryableOr::Failed(SendError::ResponseTimeout(response_timeout))),
         }
     }
 

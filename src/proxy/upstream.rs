@@ -31,9 +31,14 @@ impl Backend {
         self.host.clone()
     }
 
-    /// Sends `request` (origin-form URI) on a pooled connection.
-    pub async fn send(&self, request: Request<Incoming>) -> Result<(Response<Incoming>, Lease), SendError> {
-        self.pool.send(request).await
+    /// Sends `request` (origin-form URI) on a pooled connection;
+    /// `response_timeout` counts from when the request and its body are sent.
+    pub async fn send(
+        &self,
+        request: Request<Incoming>,
+        response_timeout: std::time::Duration,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        self.pool.send(request, response_timeout).await
     }
 }
 

@@ -220,3 +220,36 @@ async fn idle_client_connections_are_closed_after_the_idle_timeout() {
     assert!(read.is_ok(), "the idle connection was still open after 9 s");
     assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200 OK"));
 }
+
+#[tokio::test]
+async fn a_slow_upload_does_not_count_against_the_backends_response_timeout() {
+    let upstream = Upstream::start().await;
+    let proxy = Tailcut::start(&config(
+        &[upstream.addr],
+        "[timeouts]\nupstream_response_header = \"300ms\"\n",
+    ));
+    // Eight chunks 150 ms apart: the upload alone takes four times the timeout.
+    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 8 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(b"0123456789"))),
+            i + 1,
+        ))
+    });
+    let body: crate::support::Body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+        http_body_util::StreamBody::new(chunks),
+        |never| match never {},
+    ));
+    let request = http::Request::post(proxy.url("/sink")).body(body).expect("request");
+    let response = h1_client().request(request).await.expect("send");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the backend answered at once once the body was in"
+    );
+    let answer = body_bytes(response.into_body()).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("80 "), "{answer:?}");
+}
