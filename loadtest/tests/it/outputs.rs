@@ -1,18 +1,9 @@
 //! `--json`, `--hgrm` and `--interval-log` files, and `merge`, read back.
 
-use std::process::Command;
-
 use tailcut_load::histograms::parse_hgrm;
 use tailcut_load::result::RunResult;
 
-use crate::support::backend;
-
-fn tailcut_load(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
-        .args(args)
-        .output()
-        .expect("run tailcut-load")
-}
+use crate::support::{backend, tailcut_load};
 
 #[test]
 fn outputs_parse_back_and_merge_adds_up() {

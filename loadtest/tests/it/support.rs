@@ -130,3 +130,11 @@ pub fn run_config(addr: SocketAddr, rate: f64, duration: Duration, connections: 
         interval_log: None,
     }
 }
+
+/// Runs the `tailcut-load` binary with `args` and waits for it.
+pub fn tailcut_load(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
+        .args(args)
+        .output()
+        .expect("run tailcut-load")
+}
