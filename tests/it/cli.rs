@@ -3,13 +3,13 @@
 
 use std::process::Command;
 
-use crate::support::proxy::binary;
+use crate::support::Kind;
 
 fn check(config: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config).expect("write");
-    let output = Command::new(binary())
+    let output = Command::new(Kind::Tailcut.binary())
         .arg("check")
         .arg("--config")
         .arg(&path)
@@ -81,7 +81,7 @@ fn each_invalid_config_gives_its_exact_message_and_exit_64() {
 
 #[test]
 fn a_missing_config_file_exits_66() {
-    let output = Command::new(binary())
+    let output = Command::new(Kind::Tailcut.binary())
         .args(["run", "--config", "/nonexistent/tailcut.toml"])
         .output()
         .expect("run tailcut");

@@ -1,17 +1,17 @@
 //! Black-box tests of tailcut: real upstream servers on `127.0.0.1:0`, the
 //! real `tailcut` binary (or, where a test must look inside the process, the
 //! library's server in-process), and real HTTP and WebSocket clients.
+//!
+//! - `conformance/`: proxy behaviour, run against tailcut and the Go proxy alike.
+//! - `cli.rs`, `heap.rs`: tailcut's own command line and heap use.
+//! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
 
-// Counts heap use of the in-process proxy's threads (see `streaming.rs`).
+// Counts heap use of the in-process proxy's threads (see `heap.rs`).
 #[global_allocator]
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
 mod cli;
-mod errors;
-mod forwarding;
-mod headers;
-mod pooling;
-mod shutdown;
-mod streaming;
+mod conformance;
+mod goproxy;
+mod heap;
 mod support;
-mod websocket;

@@ -49,3 +49,13 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The status code of a raw HTTP/1 response, whatever its protocol version.
+pub fn status_of(response: &str) -> Option<u16> {
+    let line = response.lines().next()?;
+    let (version, rest) = line.split_once(' ')?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    rest.get(..3)?.parse().ok()
+}

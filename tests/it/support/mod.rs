@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: a scriptable upstream, a handle
-//! on a running tailcut process, HTTP clients, and config builders.
+//! on a running proxy process (tailcut or the Go proxy), HTTP clients, and
+//! config builders.
 
 pub mod client;
 pub mod proxy;
@@ -7,8 +8,8 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 
-pub use client::{body_bytes, empty, full, h1_client, h2_client, raw_exchange, Body};
-pub use proxy::Tailcut;
+pub use client::{body_bytes, empty, full, h1_client, h2_client, raw_exchange, status_of, Body};
+pub use proxy::{Kind, Proxy};
 pub use upstream::Upstream;
 
 /// A 64 KiB block of deterministic, non-repeating-looking bytes.

@@ -1,20 +1,72 @@
-//! A tailcut process started from the real binary, with its config in a
-//! temporary directory and its JSON log lines collected.
+//! A proxy process under test, started from its real binary: tailcut, or its
+//! Go equivalent in `loadtest/goproxy`. Both take the same command line and
+//! config and write the same JSON log lines, so one handle drives either.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
-pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tailcut"))
+/// Which proxy a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The `tailcut` binary of this package.
+    Tailcut,
+    /// The Go reverse proxy in `loadtest/goproxy`, built with `go build`.
+    Go,
 }
 
-/// A running tailcut; killed when dropped.
-pub struct Tailcut {
+impl Kind {
+    /// The name the proxy puts in `Via` headers and in its start-up log line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tailcut => "tailcut",
+            Kind::Go => "goproxy",
+        }
+    }
+
+    /// The binary to run; the Go proxy is built on first use.
+    pub fn binary(self) -> PathBuf {
+        match self {
+            Kind::Tailcut => PathBuf::from(env!("CARGO_BIN_EXE_tailcut")),
+            Kind::Go => go_binary().to_path_buf(),
+        }
+    }
+}
+
+/// The Go proxy's source folder.
+pub fn go_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/goproxy")
+}
+
+/// Builds the Go proxy once per test run into Cargo's scratch folder.
+fn go_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("goproxy");
+        let status = Command::new("go")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&out)
+            .arg(".")
+            .current_dir(go_source())
+            .status();
+        match status {
+            Ok(status) if status.success() => out,
+            Ok(status) => panic!("`go build` of loadtest/goproxy failed ({status}); its errors are above"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                panic!("Go is not installed: the conformance suite needs `go` (1.24 or newer) on PATH to build loadtest/goproxy")
+            }
+            Err(err) => panic!("cannot run `go build`: {err}"),
+        }
+    })
+}
+
+/// A running proxy; killed when dropped.
+pub struct Proxy {
+    /// Which proxy this is.
+    pub kind: Kind,
     child: Child,
     /// The address of its (first) listener.
     pub addr: SocketAddr,
@@ -22,13 +74,13 @@ pub struct Tailcut {
     _dir: tempfile::TempDir,
 }
 
-impl Tailcut {
-    /// Starts tailcut with `config` and waits until it logs that it is serving.
-    pub fn start(config: &str) -> Tailcut {
+impl Proxy {
+    /// Starts the `kind` proxy with `config` and waits until it logs that it is serving.
+    pub fn start(kind: Kind, config: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tailcut.toml");
+        let path = dir.path().join("proxy.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(binary())
+        let mut child = Command::new(kind.binary())
             .args([
                 "run",
                 "--log-format",
@@ -44,18 +96,19 @@ impl Tailcut {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn tailcut");
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", kind.name()));
         let stderr = child.stderr.take().expect("stderr piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started_rx) = mpsc::channel();
         let sink = logs.clone();
+        let started_message = format!("{} started", kind.name());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    eprintln!("tailcut (not JSON): {line}");
+                    eprintln!("proxy (not JSON): {line}");
                     continue;
                 };
-                if value["message"] == "tailcut started" {
+                if value["message"] == started_message.as_str() {
                     let _ = started_tx.send(value["listeners"].as_str().unwrap_or_default().to_owned());
                 }
                 sink.lock().expect("log lock").push(value);
@@ -65,7 +118,7 @@ impl Tailcut {
             Ok(listeners) => listeners,
             Err(_) => {
                 let _ = child.kill();
-                panic!("tailcut did not start; status {:?}", child.wait());
+                panic!("{} did not start; status {:?}", kind.name(), child.wait());
             }
         };
         // "name=127.0.0.1:PORT,..." -> the first address.
@@ -75,7 +128,8 @@ impl Tailcut {
             .and_then(|l| l.split_once('='))
             .and_then(|(_, a)| a.parse().ok())
             .unwrap_or_else(|| panic!("no listener address in {listeners:?}"));
-        Tailcut {
+        Proxy {
+            kind,
             child,
             addr,
             logs,
@@ -86,6 +140,16 @@ impl Tailcut {
     /// `http://ADDR` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The `Via` entry this proxy adds for a hop of `version` ("1.1", "2").
+    pub fn via(&self, version: &str) -> String {
+        format!("{version} {}", self.kind.name())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM.
@@ -125,9 +189,20 @@ impl Tailcut {
         }
         None
     }
+
+    /// A figure from `/proc/PID/status` in bytes, such as `VmRSS` or `VmHWM` (peak RSS).
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().strip_suffix(" kB")?.trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
 }
 
-impl Drop for Tailcut {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

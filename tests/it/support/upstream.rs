@@ -12,6 +12,8 @@
 //! | `/close` | `hello` with `Connection: close`, then closes |
 //! | `/reset` | closes the connection without a response |
 //! | `/ws` | WebSocket echo |
+//! | `/gate` | `first`, then, once the test calls [`Upstream::open_gate`], `last` |
+//! | `/gate-sink` | reads the body, counting bytes in [`Upstream::received`]; answers the total |
 //! | anything else | GET/HEAD: `hello`; other methods: the request body echoed as it streams |
 //!
 //! Every request's method, path and headers are recorded in `seen`.
@@ -55,8 +57,15 @@ pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the handlers share with the test.
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    gate: tokio::sync::Semaphore,
+    received: AtomicUsize,
 }
 
 impl Drop for Upstream {
@@ -71,17 +80,21 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let accepts = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (accepts2, seen2) = (accepts.clone(), seen.clone());
+        let state = Arc::new(State {
+            seen: Mutex::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            received: AtomicUsize::new(0),
+        });
+        let (accepts2, state2) = (accepts.clone(), state.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 accepts2.fetch_add(1, Ordering::SeqCst);
-                let seen = seen2.clone();
+                let state = state2.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| handle(request, seen.clone()));
+                    let service = hyper::service::service_fn(move |request| handle(request, state.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
@@ -92,7 +105,7 @@ impl Upstream {
         Upstream {
             addr,
             accepts,
-            seen,
+            state,
             task,
         }
     }
@@ -104,7 +117,17 @@ impl Upstream {
 
     /// Requests received so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("seen lock").clone()
+        self.state.seen.lock().expect("seen lock").clone()
+    }
+
+    /// Lets one `/gate` response send its last chunk.
+    pub fn open_gate(&self) {
+        self.state.gate.add_permits(1);
+    }
+
+    /// Body bytes `/gate-sink` has read so far.
+    pub fn received(&self) -> usize {
+        self.state.received.load(Ordering::SeqCst)
     }
 
     /// The most recent request.
@@ -115,9 +138,9 @@ impl Upstream {
 
 type Reply = Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>>;
 
-async fn handle(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Reply {
+async fn handle(request: Request<Incoming>, state: Arc<State>) -> Reply {
     let target = request.uri().path_and_query().map_or("/".into(), |p| p.to_string());
-    seen.lock().expect("seen lock").push(Seen {
+    state.seen.lock().expect("seen lock").push(Seen {
         method: request.method().clone(),
         target: target.clone(),
         version: request.version(),
@@ -180,6 +203,39 @@ async fn handle(request: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Repl
         "close" => Ok(Response::builder().header("connection", "close").body(full("hello"))?),
         "reset" => Err("reset requested".into()),
         "ws" => websocket(request),
+        "gate" => {
+            let frames = futures_util::stream::unfold(0, move |step| {
+                let state = state.clone();
+                async move {
+                    let chunk = match step {
+                        0 => "first",
+                        1 => {
+                            state.gate.acquire().await.ok()?.forget();
+                            "last"
+                        }
+                        _ => return None,
+                    };
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(chunk.as_bytes()))),
+                        step + 1,
+                    ))
+                }
+            });
+            Ok(Response::new(
+                StreamBody::new(frames).map_err(|never| match never {}).boxed(),
+            ))
+        }
+        "gate-sink" => {
+            let mut body = request.into_body();
+            let mut total = 0;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    total += data.len();
+                    state.received.fetch_add(data.len(), Ordering::SeqCst);
+                }
+            }
+            Ok(Response::new(full(total.to_string())))
+        }
         _ if matches!(*request.method(), Method::GET | Method::HEAD) => Ok(Response::new(full("hello"))),
         _ => Ok(Response::new(request.into_body().map_err(Into::into).boxed())),
     }

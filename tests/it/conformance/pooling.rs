@@ -2,12 +2,12 @@
 
 use http::StatusCode;
 
-use crate::support::{config, h1_client, Tailcut, Upstream};
+use crate::support::Kind;
+use crate::support::{config, h1_client, Proxy, Upstream};
 
-#[tokio::test]
-async fn reuses_upstream_connections_across_requests() {
+async fn reuses_upstream_connections_across_requests(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let client = h1_client();
     for _ in 0..20 {
         let response = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
@@ -22,10 +22,9 @@ async fn reuses_upstream_connections_across_requests() {
     );
 }
 
-#[tokio::test]
-async fn spreads_requests_round_robin_across_backends() {
+async fn spreads_requests_round_robin_across_backends(kind: Kind) {
     let (a, b) = (Upstream::start().await, Upstream::start().await);
-    let proxy = Tailcut::start(&config(&[a.addr, b.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[a.addr, b.addr], ""));
     let client = h1_client();
     for _ in 0..10 {
         let response = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
@@ -34,10 +33,9 @@ async fn spreads_requests_round_robin_across_backends() {
     assert_eq!((a.seen().len(), b.seen().len()), (5, 5));
 }
 
-#[tokio::test]
-async fn does_not_reuse_a_connection_the_backend_closes() {
+async fn does_not_reuse_a_connection_the_backend_closes(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let client = h1_client();
     for _ in 0..3 {
         let response = client
@@ -54,10 +52,9 @@ async fn does_not_reuse_a_connection_the_backend_closes() {
     );
 }
 
-#[tokio::test]
-async fn a_client_that_disconnects_mid_body_does_not_poison_the_pool() {
+async fn a_client_that_disconnects_mid_body_does_not_poison_the_pool(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     {
         // Ask for 64 MiB, read the head and a little body, then hang up.
         let response = h1_client()
@@ -78,3 +75,10 @@ async fn a_client_that_disconnects_mid_body_does_not_poison_the_pool() {
     assert_eq!(crate::support::body_bytes(response.into_body()).await, "hello");
     assert_eq!(upstream.accepts(), 2, "the half-read connection is closed, not reused");
 }
+
+conformance!(
+    reuses_upstream_connections_across_requests,
+    spreads_requests_round_robin_across_backends,
+    does_not_reuse_a_connection_the_backend_closes,
+    a_client_that_disconnects_mid_body_does_not_poison_the_pool,
+);

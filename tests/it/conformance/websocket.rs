@@ -4,18 +4,18 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{config, Tailcut, Upstream};
+use crate::support::Kind;
+use crate::support::{config, Proxy, Upstream};
 
-#[tokio::test]
-async fn tunnels_websocket_messages_both_ways() {
+async fn tunnels_websocket_messages_both_ways(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let stream = TcpStream::connect(proxy.addr).await.expect("connect");
     let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{}/ws", proxy.addr), stream)
         .await
         .expect("websocket handshake through the proxy");
     assert_eq!(response.status(), 101);
-    assert_eq!(response.headers()["via"], "1.1 tailcut");
+    assert_eq!(response.headers()["via"], proxy.via("1.1").as_str());
 
     for text in ["hello", "second message"] {
         ws.send(Message::text(text)).await.expect("send text");
@@ -32,5 +32,9 @@ async fn tunnels_websocket_messages_both_ways() {
 
     let seen = upstream.last();
     assert_eq!(seen.headers["upgrade"], "websocket");
-    assert_eq!(seen.headers["connection"], "upgrade");
+    assert!(seen.headers["connection"]
+        .to_str()
+        .is_ok_and(|v| v.eq_ignore_ascii_case("upgrade")));
 }
+
+conformance!(tunnels_websocket_messages_both_ways,);

@@ -7,12 +7,12 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{body_bytes, config, empty, full, h1_client, h2_client, Body, Tailcut, Upstream};
+use crate::support::Kind;
+use crate::support::{body_bytes, config, empty, full, h1_client, h2_client, Body, Proxy, Upstream};
 
-#[tokio::test]
-async fn forwards_get_head_post_and_put() {
+async fn forwards_get_head_post_and_put(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let client = h1_client();
 
     let response = client
@@ -48,10 +48,9 @@ async fn forwards_get_head_post_and_put() {
     }
 }
 
-#[tokio::test]
-async fn streams_chunked_request_bodies_as_chunked() {
+async fn streams_chunked_request_bodies_as_chunked(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let chunks = ["one,", "two,", "three"].map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
     let body: Body = StreamBody::new(futures_util::stream::iter(chunks))
         .map_err(|never| match never {})
@@ -64,10 +63,9 @@ async fn streams_chunked_request_bodies_as_chunked() {
     assert!(seen.headers.get("content-length").is_none());
 }
 
-#[tokio::test]
-async fn relays_response_trailers_to_clients_that_accept_them() {
+async fn relays_response_trailers_to_clients_that_accept_them(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let request = Request::get(proxy.url("/trailers"))
         .header("te", "trailers")
         .body(empty())
@@ -80,10 +78,9 @@ async fn relays_response_trailers_to_clients_that_accept_them() {
     assert_eq!(upstream.last().headers["te"], "trailers");
 }
 
-#[tokio::test]
-async fn relays_request_trailers_to_the_upstream() {
+async fn relays_request_trailers_to_the_upstream(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-checksum", "7".parse().expect("value"));
     let frames = vec![
@@ -101,10 +98,9 @@ async fn relays_request_trailers_to_the_upstream() {
     assert_eq!(response.headers()["x-got-trailer"], "7");
 }
 
-#[tokio::test]
-async fn answers_expect_100_continue_before_the_body_is_sent() {
+async fn answers_expect_100_continue_before_the_body_is_sent(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
     stream
         .write_all(b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
@@ -134,10 +130,9 @@ async fn answers_expect_100_continue_before_the_body_is_sent() {
     assert!(upstream.last().headers.get("expect").is_none());
 }
 
-#[tokio::test]
-async fn serves_cleartext_http2_and_forwards_as_http11_with_host() {
+async fn serves_cleartext_http2_and_forwards_as_http11_with_host(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let response = h2_client()
         .get(proxy.url("/h2").parse().expect("uri"))
         .await
@@ -147,26 +142,24 @@ async fn serves_cleartext_http2_and_forwards_as_http11_with_host() {
     let seen = upstream.last();
     assert_eq!(seen.version, Version::HTTP_11);
     assert_eq!(seen.headers["host"], proxy.addr.to_string());
-    assert_eq!(seen.headers["via"], "2 tailcut");
+    assert_eq!(seen.headers["via"], proxy.via("2"));
 }
 
-#[tokio::test]
-async fn http10_request_without_host_reaches_the_backend_with_one() {
+async fn http10_request_without_host_reaches_the_backend_with_one(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let response = crate::support::raw_exchange(proxy.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.0 200 OK"), "{response}");
     assert!(response.ends_with("hello"), "{response}");
     let seen = upstream.last();
     assert_eq!(seen.version, Version::HTTP_11);
     assert_eq!(seen.headers["host"], upstream.addr.to_string());
-    assert_eq!(seen.headers["via"], "1.0 tailcut");
+    assert_eq!(seen.headers["via"], proxy.via("1.0"));
 }
 
-#[tokio::test]
-async fn a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request() {
+async fn a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     // The classic CL.TE desync: Transfer-Encoding wins, the 0-chunk ends the
     // body, and what follows must not be read as a request on this connection.
     let attack = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -183,3 +176,14 @@ async fn a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_
         "Content-Length must not be forwarded"
     );
 }
+
+conformance!(
+    forwards_get_head_post_and_put,
+    streams_chunked_request_bodies_as_chunked,
+    relays_response_trailers_to_clients_that_accept_them,
+    relays_request_trailers_to_the_upstream,
+    answers_expect_100_continue_before_the_body_is_sent,
+    serves_cleartext_http2_and_forwards_as_http11_with_host,
+    http10_request_without_host_reaches_the_backend_with_one,
+    a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request,
+);

@@ -3,12 +3,12 @@
 
 use http::Request;
 
-use crate::support::{body_bytes, config, empty, h1_client, Tailcut, Upstream};
+use crate::support::Kind;
+use crate::support::{body_bytes, config, empty, h1_client, Proxy, Upstream};
 
-#[tokio::test]
-async fn strips_every_hop_by_hop_request_header() {
+async fn strips_every_hop_by_hop_request_header(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let request = Request::get(proxy.url("/"))
         .header("connection", "x-named-one, X-Named-Two")
         .header("x-named-one", "1")
@@ -43,10 +43,9 @@ async fn strips_every_hop_by_hop_request_header() {
     assert_eq!(seen["x-end-to-end"], "kept");
 }
 
-#[tokio::test]
-async fn strips_hop_by_hop_response_headers_and_adds_via() {
+async fn strips_hop_by_hop_response_headers_and_adds_via(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let response = h1_client()
         .get(proxy.url("/hop-response").parse().expect("uri"))
         .await
@@ -57,13 +56,12 @@ async fn strips_hop_by_hop_response_headers_and_adds_via() {
         assert!(headers.get(name).is_none(), "{name} reached the client: {headers:?}");
     }
     assert_eq!(headers["x-end-to-end"], "kept");
-    assert_eq!(headers["via"], "1.1 tailcut");
+    assert_eq!(headers["via"], proxy.via("1.1"));
 }
 
-#[tokio::test]
-async fn sets_forwarding_headers() {
+async fn sets_forwarding_headers(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let request = Request::get(proxy.url("/"))
         .header("host", "shop.test:8443")
         .header("x-forwarded-for", "203.0.113.7")
@@ -81,13 +79,12 @@ async fn sets_forwarding_headers() {
         "Host is preserved, not replaced by the backend's address"
     );
     let via: Vec<_> = seen.get_all("via").iter().collect();
-    assert_eq!(via, ["1.0 edge", "1.1 tailcut"]);
+    assert_eq!(via, ["1.0 edge", proxy.via("1.1").as_str()]);
 }
 
-#[tokio::test]
-async fn starts_x_forwarded_for_when_absent() {
+async fn starts_x_forwarded_for_when_absent(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     h1_client()
         .get(proxy.url("/").parse().expect("uri"))
         .await
@@ -95,10 +92,9 @@ async fn starts_x_forwarded_for_when_absent() {
     assert_eq!(upstream.last().headers["x-forwarded-for"], "127.0.0.1");
 }
 
-#[tokio::test]
-async fn an_absolute_form_target_wins_over_host() {
+async fn an_absolute_form_target_wins_over_host(kind: Kind) {
     let upstream = Upstream::start().await;
-    let proxy = Tailcut::start(&config(&[upstream.addr], ""));
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let response = crate::support::raw_exchange(
         proxy.addr,
         b"GET http://target.test/p?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
@@ -110,3 +106,11 @@ async fn an_absolute_form_target_wins_over_host() {
     assert_eq!(seen.headers["host"], "target.test");
     assert_eq!(seen.headers["x-forwarded-host"], "target.test");
 }
+
+conformance!(
+    strips_every_hop_by_hop_request_header,
+    strips_hop_by_hop_response_headers_and_adds_via,
+    sets_forwarding_headers,
+    starts_x_forwarded_for_when_absent,
+    an_absolute_form_target_wins_over_host,
+);

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// rejectingAtOnce bounds the over-limit connections being answered 503 at
+// once; beyond it they are closed unanswered, as tailcut does.
+const rejectingAtOnce = 64
+
+// limitListener admits at most max connections at once. Over the limit a
+// client is not left waiting in the accept queue (golang.org/x/net's
+// netutil.LimitListener would block Accept); it gets a real HTTP 503 with
+// Retry-After, served by a second http.Server that sees only those
+// connections.
+type limitListener struct {
+	net.Listener
+	slots     chan struct{} // one token per admitted connection
+	rejecting atomic.Int32
+	rejected  chan net.Conn // feeds the 503 server
+	log       *slog.Logger
+}
+
+func newLimitListener(inner net.Listener, max int, headerTimeout time.Duration, log *slog.Logger) *limitListener {
+	l := &limitListener{
+		Listener: inner,
+		slots:    make(chan struct{}, max),
+		rejected: make(chan net.Conn),
+		log:      log,
+	}
+	overload := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusServiceUnavailable, "overloaded: retry later\n")
+		}),
+		ReadHeaderTimeout: headerTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	overload.SetKeepAlivesEnabled(false)
+	go func() { _ = overload.Serve(chanListener{l}) }()
+	return l
+}
+
+// Accept returns the next connection within the limit, answering the ones over it.
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &limitedConn{Conn: conn, release: func() { <-l.slots }}, nil
+		default:
+		}
+		if l.rejecting.Add(1) > rejectingAtOnce {
+			l.rejecting.Add(-1)
+			_ = conn.Close()
+			continue
+		}
+		l.log.Warn("request failed", "status", http.StatusServiceUnavailable,
+			"cause", "listener is at its connection limit")
+		go func() { l.rejected <- &limitedConn{Conn: conn, release: func() { l.rejecting.Add(-1) }} }()
+	}
+}
+
+// limitedConn gives back its slot once, when it is closed (by the server,
+// or by ReverseProxy after a WebSocket tunnel ends).
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// chanListener hands the over-limit connections to the 503 server.
+type chanListener struct{ l *limitListener }
+
+func (c chanListener) Accept() (net.Conn, error) { return <-c.l.rejected, nil }
+func (c chanListener) Close() error              { return nil }
+func (c chanListener) Addr() net.Addr            { return c.l.Addr() }
