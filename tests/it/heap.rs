@@ -10,21 +10,11 @@ use std::sync::Arc;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use sha2::{Digest, Sha256};
 
-use crate::support::{config, h1_client, pattern_block, Body, Upstream};
+use crate::support::{config, digest_body, h1_client, pattern_block, pattern_digest, Body, Upstream};
 
 const BLOCKS: usize = 1024; // 1024 x 64 KiB = 64 MiB
 const HEAP_GROWTH_LIMIT: i64 = 1024 * 1024;
-
-fn expected_digest() -> String {
-    let block = pattern_block();
-    let mut hash = Sha256::new();
-    for _ in 0..BLOCKS {
-        hash.update(&block);
-    }
-    format!("{:x}", hash.finalize())
-}
 
 #[test]
 fn streams_64_mib_each_way_with_flat_proxy_heap() {
@@ -68,17 +58,10 @@ fn streams_64_mib_each_way_with_flat_proxy_heap() {
             .get(url(&format!("/stream/{BLOCKS}")).parse().expect("uri"))
             .await
             .expect("download");
-        let mut body = response.into_body();
-        let (mut len, mut hash) = (0usize, Sha256::new());
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.expect("download frame").into_data() {
-                len += data.len();
-                hash.update(&data);
-            }
-        }
+        let (len, digest) = digest_body(response.into_body()).await;
         let download_peak = alloc_counter::snapshot().peak_bytes - before.live_bytes;
         assert_eq!(len, BLOCKS * 64 * 1024);
-        assert_eq!(format!("{:x}", hash.finalize()), expected_digest());
+        assert_eq!(digest, pattern_digest(BLOCKS));
 
         let before = alloc_counter::snapshot();
         alloc_counter::reset_peak();
@@ -93,7 +76,7 @@ fn streams_64_mib_each_way_with_flat_proxy_heap() {
         let upload_peak = alloc_counter::snapshot().peak_bytes - before.live_bytes;
         assert_eq!(
             String::from_utf8_lossy(&answer),
-            format!("{} {}", BLOCKS * 64 * 1024, expected_digest())
+            format!("{} {}", BLOCKS * 64 * 1024, pattern_digest(BLOCKS))
         );
 
         println!("proxy heap growth: download {download_peak} B, upload {upload_peak} B");

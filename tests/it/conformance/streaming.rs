@@ -10,9 +10,10 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use sha2::{Digest, Sha256};
 
-use crate::support::{body_bytes, config, h1_client, pattern_block, Body, Kind, Proxy, Upstream};
+use crate::support::{
+    body_bytes, config, digest_body, h1_client, pattern_block, pattern_digest, Body, Kind, Proxy, Upstream,
+};
 
 /// How long a step may take before the test gives up; not a performance
 /// bound, only a guard so that a proxy that buffers fails instead of hanging.
@@ -85,11 +86,7 @@ async fn streams_64_mib_each_way_with_bounded_memory(kind: Kind) {
     let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
     let client = h1_client();
     let block = pattern_block();
-    let mut expected = Sha256::new();
-    for _ in 0..BLOCKS {
-        expected.update(&block);
-    }
-    let expected = format!("{:x}", expected.finalize());
+    let expected = pattern_digest(BLOCKS);
 
     // Warm up, so that pooled connections and buffers exist before measuring.
     let warm = client
@@ -103,16 +100,9 @@ async fn streams_64_mib_each_way_with_bounded_memory(kind: Kind) {
         .get(proxy.url(&format!("/stream/{BLOCKS}")).parse().expect("uri"))
         .await
         .expect("download");
-    let mut body = response.into_body();
-    let (mut len, mut hash) = (0usize, Sha256::new());
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.expect("download frame").into_data() {
-            len += data.len();
-            hash.update(&data);
-        }
-    }
+    let (len, digest) = digest_body(response.into_body()).await;
     assert_eq!(len, BLOCKS * block.len());
-    assert_eq!(format!("{:x}", hash.finalize()), expected);
+    assert_eq!(digest, expected);
 
     let frames = futures_util::stream::iter(
         (0..BLOCKS).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(block.clone()))),

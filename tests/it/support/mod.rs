@@ -20,6 +20,33 @@ pub fn pattern_block() -> bytes::Bytes {
         .into()
 }
 
+/// The SHA-256 (hex) of `blocks` [`pattern_block`]s in a row: what `/stream/N`
+/// sends and what `/sink` reports for such an upload.
+pub fn pattern_digest(blocks: usize) -> String {
+    use sha2::Digest;
+    let block = pattern_block();
+    let mut hash = sha2::Sha256::new();
+    for _ in 0..blocks {
+        hash.update(&block);
+    }
+    format!("{:x}", hash.finalize())
+}
+
+/// Reads a response body frame by frame, as it streams, into its length and
+/// SHA-256 (hex), without holding more than one frame.
+pub async fn digest_body(mut body: hyper::body::Incoming) -> (usize, String) {
+    use http_body_util::BodyExt;
+    use sha2::Digest;
+    let (mut len, mut hash) = (0usize, sha2::Sha256::new());
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("response frame").into_data() {
+            len += data.len();
+            hash.update(&data);
+        }
+    }
+    (len, format!("{:x}", hash.finalize()))
+}
+
 /// A configuration with one listener on a free port and one catch-all route
 /// to the upstream `app` at `backends`, plus `extra` TOML tables.
 pub fn config(backends: &[SocketAddr], extra: &str) -> String {
