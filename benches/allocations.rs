@@ -39,7 +39,7 @@ fn main() {
     let upstream = outside.block_on(start_upstream());
     let toml = format!(
         "[[listeners]]\nname = \"bench\"\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n\
-         [upstreams.app]\nbackends = [\"{upstream}\"]\n"
+         [upstreams.app]\nbackends = [\"{upstream}\"]\n[admin]\naddress = \"127.0.0.1:0\"\n"
     );
     let config = tailcut::config::parse(Path::new("bench.toml"), &toml).expect("config");
     let server = proxy

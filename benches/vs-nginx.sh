@@ -28,6 +28,7 @@ BASE_PORT=${BASE_PORT:-18080}
 IDLE_CONNS=${IDLE_CONNS:-2000}
 UP_PORT=$((BASE_PORT + 1)) NGINX_PORT=$((BASE_PORT + 2)) TAILCUT_PORT=$((BASE_PORT + 3))
 GO_PORT=$((BASE_PORT + 4)) STOCK_PORT=$((BASE_PORT + 5))
+TAILCUT_ADMIN=$((BASE_PORT + 6)) GO_ADMIN=$((BASE_PORT + 7))
 
 for tool in nginx wrk taskset go python3; do
   command -v "$tool" >/dev/null || { echo "vs-nginx: $tool is not installed (apt-get install nginx-light wrk)" >&2; exit 2; }
@@ -91,6 +92,9 @@ upstream = "app"
 
 [upstreams.app]
 backends = ["127.0.0.1:$UP_PORT"]
+
+[admin]
+address = "127.0.0.1:$TAILCUT_ADMIN"
 CONF
 
 wait_port() {
@@ -102,7 +106,7 @@ wait_port() {
   exit 1
 }
 
-sed "s/$TAILCUT_PORT/$GO_PORT/" "$work/tailcut.toml" > "$work/goproxy.toml"
+sed "s/$TAILCUT_PORT/$GO_PORT/; s/$TAILCUT_ADMIN/$GO_ADMIN/" "$work/tailcut.toml" > "$work/goproxy.toml"
 
 # Pin before exec: nginx, tokio and Go's GOMAXPROCS size themselves from the affinity mask.
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -e stderr & pids+=($!)

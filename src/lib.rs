@@ -16,6 +16,9 @@
 //!   upstream client, WebSocket tunnels, and the one place where errors become
 //!   HTTP statuses.
 //! - [`balance`]: choosing a backend within an upstream cluster.
+//! - [`metrics`]: counters and latency histograms recorded without a lock on
+//!   the request path, the access log, and the admin listener that serves
+//!   `/metrics`, `/latency`, `/live` and `/ready`.
 //!
 //! A request's path: `server` accepts a connection and hands each request to
 //! the `middleware` stack, whose innermost service is [`proxy::Proxy`]. The
@@ -26,6 +29,7 @@
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod middleware;
 pub mod proxy;
 pub mod server;

@@ -32,6 +32,18 @@ type Config struct {
 	Listeners []Listener
 	Routes    []Route
 	Upstreams map[string]Upstream
+
+	AdminAddress netip.AddrPort
+	Window       time.Duration // latency window of /metrics and /latency
+
+	AccessLog AccessLogConfig
+}
+
+// AccessLogConfig: one JSON line per request, written off the request path.
+type AccessLogConfig struct {
+	Enabled     bool
+	Path        string // "-" is standard output
+	BufferLines int
 }
 
 // Listener is one listening socket.
@@ -113,6 +125,15 @@ type fileSchema struct {
 		MaxIdlePerBackend *int64   `toml:"max_idle_per_backend"`
 		PoolIdleTimeout   *string  `toml:"pool_idle_timeout"`
 	} `toml:"upstreams"`
+	Admin struct {
+		Address *string `toml:"address"`
+		Window  *string `toml:"window"`
+	} `toml:"admin"`
+	AccessLog struct {
+		Enabled     *bool   `toml:"enabled"`
+		Path        *string `toml:"path"`
+		BufferLines *int64  `toml:"buffer_lines"`
+	} `toml:"access_log"`
 }
 
 // LoadConfig reads and validates the config at path.
@@ -254,6 +275,26 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 			return nil, err
 		}
 		c.Upstreams[name] = up
+	}
+
+	c.AdminAddress = netip.MustParseAddrPort("127.0.0.1:9901")
+	if raw.Admin.Address != nil {
+		if c.AdminAddress, err = v.socketAddr("admin.address", *raw.Admin.Address); err != nil {
+			return nil, err
+		}
+	}
+	if c.Window, err = v.duration("admin.window", raw.Admin.Window, "60s"); err != nil {
+		return nil, err
+	}
+	if c.Window < time.Second {
+		return nil, v.fail("admin.window", "must be at least 1s: the window moves in steps of a sixth of it")
+	}
+	c.AccessLog = AccessLogConfig{Enabled: raw.AccessLog.Enabled != nil && *raw.AccessLog.Enabled, Path: "-"}
+	if raw.AccessLog.Path != nil {
+		c.AccessLog.Path = *raw.AccessLog.Path
+	}
+	if c.AccessLog.BufferLines, err = v.count("access_log.buffer_lines", raw.AccessLog.BufferLines, 4096, 1); err != nil {
+		return nil, err
 	}
 
 	if len(raw.Listeners) == 0 {

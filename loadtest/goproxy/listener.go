@@ -24,14 +24,18 @@ type limitListener struct {
 	rejecting atomic.Int32
 	rejected  chan net.Conn // feeds the 503 server
 	log       *slog.Logger
+	metrics   *Metrics
+	index     int // the listener's place in the config, for metrics
 }
 
-func newLimitListener(inner net.Listener, max int, headerTimeout time.Duration, log *slog.Logger) *limitListener {
+func newLimitListener(inner net.Listener, max int, headerTimeout time.Duration, log *slog.Logger, metrics *Metrics, index int) *limitListener {
 	l := &limitListener{
 		Listener: inner,
 		slots:    make(chan struct{}, max),
 		rejected: make(chan net.Conn),
 		log:      log,
+		metrics:  metrics,
+		index:    index,
 	}
 	overload := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -56,7 +60,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			return &limitedConn{Conn: conn, release: func() { <-l.slots }}, nil
+			closed := l.metrics.connection(l.index)
+			return &limitedConn{Conn: conn, release: func() { <-l.slots; closed() }}, nil
 		default:
 		}
 		if l.rejecting.Add(1) > rejectingAtOnce {

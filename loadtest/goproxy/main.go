@@ -113,15 +113,21 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // listeners close, idle connections close, in-flight requests get up to the
 // drain timeout to finish.
 func serve(cfg *Config, log *slog.Logger) error {
-	handler := NewProxy(cfg, log)
+	metrics := NewMetrics(cfg)
+	// Outermost: latency recording, as in tailcut's stack.
+	handler := metrics.Middleware(NewProxy(cfg, log, metrics))
+	adminListener, err := net.Listen("tcp", cfg.AdminAddress.String())
+	if err != nil {
+		return fmt.Errorf("listener admin: cannot bind %s: %w", cfg.AdminAddress, err)
+	}
 	var servers []*http.Server
 	var described []string
-	for _, l := range cfg.Listeners {
+	for i, l := range cfg.Listeners {
 		inner, err := net.Listen("tcp", l.Address.String())
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
-		listener := newLimitListener(inner, l.MaxConnections, cfg.RequestHeaderTimeout, log)
+		listener := newLimitListener(inner, l.MaxConnections, cfg.RequestHeaderTimeout, log, metrics, i)
 		servers = append(servers, newServer(cfg, handler, log))
 		described = append(described, fmt.Sprintf("%s=%s", l.Name, inner.Addr()))
 		go func(srv *http.Server) {
@@ -130,13 +136,16 @@ func serve(cfg *Config, log *slog.Logger) error {
 			}
 		}(servers[len(servers)-1])
 	}
+	admin := serveAdmin(adminListener, metrics)
+	metrics.ready.Store(true)
 	log.Info("goproxy started", "listeners", strings.Join(described, ","),
-		"gomaxprocs", runtime.GOMAXPROCS(0))
+		"admin", adminListener.Addr().String(), "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
 	log.Info("shutdown requested", "signal", (<-signals).String())
 
+	metrics.ready.Store(false)
 	log.Info("draining", "drain_timeout", cfg.DrainTimeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
@@ -152,6 +161,7 @@ func serve(cfg *Config, log *slog.Logger) error {
 		}()
 	}
 	wg.Wait()
+	_ = admin.Close()
 	log.Info("drained; stopping")
 	return nil
 }

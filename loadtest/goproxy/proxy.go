@@ -29,6 +29,7 @@ type Proxy struct {
 
 type route struct {
 	Route
+	index   int // in config order, for metrics
 	cluster *cluster
 }
 
@@ -52,21 +53,22 @@ func newBufferPool() *bufferPool {
 func (b *bufferPool) Get() []byte  { return *(b.pool.Get().(*[]byte)) }
 func (b *bufferPool) Put(p []byte) { b.pool.Put(&p) }
 
-// NewProxy builds the request path from a validated config.
-func NewProxy(cfg *Config, log *slog.Logger) *Proxy {
+// NewProxy builds the request path from a validated config; upstream
+// failures and upstream times go to metrics.
+func NewProxy(cfg *Config, log *slog.Logger, metrics *Metrics) *Proxy {
 	buffers := newBufferPool()
 	clusters := map[string]*cluster{}
 	for name, up := range cfg.Upstreams {
-		clusters[name] = newCluster(name, up, cfg, buffers, log)
+		clusters[name] = newCluster(name, up, cfg, buffers, log, metrics)
 	}
 	p := &Proxy{maxHeaders: cfg.MaxHeaders, requestTimeout: cfg.RequestTimeout, log: log}
-	for _, r := range cfg.Routes {
-		p.routes = append(p.routes, route{Route: r, cluster: clusters[r.Upstream]})
+	for i, r := range cfg.Routes {
+		p.routes = append(p.routes, route{Route: r, index: i, cluster: clusters[r.Upstream]})
 	}
 	return p
 }
 
-func newCluster(name string, up Upstream, cfg *Config, buffers *bufferPool, log *slog.Logger) *cluster {
+func newCluster(name string, up Upstream, cfg *Config, buffers *bufferPool, log *slog.Logger, metrics *Metrics) *cluster {
 	c := &cluster{name: name}
 	for _, b := range up.Backends {
 		c.backends = append(c.backends, b.String())
@@ -90,12 +92,12 @@ func newCluster(name string, up Upstream, cfg *Config, buffers *bufferPool, log 
 	}
 	c.proxy = &httputil.ReverseProxy{
 		Rewrite:   c.rewrite,
-		Transport: transport,
+		Transport: timedTransport{inner: transport},
 		// Write each chunk to the client as soon as it arrives: streaming, not buffering.
 		FlushInterval:  -1,
 		BufferPool:     buffers,
 		ModifyResponse: addResponseVia,
-		ErrorHandler:   c.errorHandler(log),
+		ErrorHandler:   c.errorHandler(log, metrics),
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return c
@@ -123,6 +125,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ways at once, so this proxy does too.
 	if r.ProtoMajor == 1 && r.Body != http.NoBody {
 		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	if ex := exchangeFrom(r.Context()); ex != nil {
+		ex.route = rt.index
 	}
 	if p.requestTimeout > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), p.requestTimeout)
@@ -231,12 +236,18 @@ func addResponseVia(res *http.Response) error {
 // errorHandler maps a failed exchange to a status, in one place, as tailcut does:
 // a timeout (connect, response headers, or the whole request) is 504, any
 // other upstream failure 502. A client that went away gets nothing.
-func (c *cluster) errorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Request, error) {
+func (c *cluster) errorHandler(log *slog.Logger, metrics *Metrics) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, out *http.Request, err error) {
 		ctx := out.Context()
 		if errors.Is(ctx.Err(), context.Canceled) {
 			log.Debug("client went away", "cause", err.Error())
+			if ex := exchangeFrom(ctx); ex != nil {
+				ex.abandoned = true
+			}
 			return
+		}
+		if metrics != nil {
+			metrics.upstreamError(c.name, err)
 		}
 		status, text := http.StatusBadGateway, "bad gateway: upstream failed\n"
 		var netErr net.Error

@@ -69,7 +69,7 @@ func proxyTo(t *testing.T, backend *httptest.Server, extra string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(NewProxy(cfg, slog.New(slog.DiscardHandler)))
+	front := httptest.NewServer(NewProxy(cfg, slog.New(slog.DiscardHandler), NewMetrics(cfg)))
 	t.Cleanup(front.Close)
 	return front.URL
 }
@@ -162,7 +162,7 @@ var _ net.Error = timeoutErr{}
 
 func TestUpstreamErrorsBecomeStatuses(t *testing.T) {
 	c := &cluster{name: "app"}
-	handle := c.errorHandler(slog.New(slog.DiscardHandler))
+	handle := c.errorHandler(slog.New(slog.DiscardHandler), nil)
 	cases := []struct {
 		name       string
 		err        error
@@ -219,7 +219,7 @@ func TestRoundRobinVisitsEveryBackendInTurn(t *testing.T) {
 		netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:2"), netip.MustParseAddrPort("127.0.0.1:3"),
 	}, MaxIdlePerBackend: 1, PoolIdleTimeout: time.Second}
 	cfg := &Config{ConnectTimeout: time.Second, UpstreamResponseHeaderTimeout: time.Second}
-	c := newCluster("app", up, cfg, newBufferPool(), slog.New(slog.DiscardHandler))
+	c := newCluster("app", up, cfg, newBufferPool(), slog.New(slog.DiscardHandler), nil)
 	var got []string
 	for range 6 {
 		in := httptest.NewRequest(http.MethodGet, "http://a.test/", nil)

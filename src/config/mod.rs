@@ -28,6 +28,9 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// any real limit, and below what tokio's semaphore can hold.
 const MAX_COUNT: usize = 1 << 30;
 
+/// The shortest latency window: samples reach it up to a second late.
+const MIN_WINDOW: Duration = Duration::from_secs(1);
+
 /// The smallest header limit hyper's HTTP/1 parser accepts: its read buffer
 /// cannot be smaller than 8 KiB.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -50,6 +53,31 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Upstream clusters by name.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// The admin listener: metrics, latency, health.
+    pub admin: Admin,
+    /// The access log.
+    pub access_log: AccessLog,
+}
+
+/// The admin listener, serving `/metrics`, `/latency`, `/live` and `/ready`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    /// Address to bind; loopback unless an operator chooses otherwise.
+    pub address: SocketAddr,
+    /// How far back the latency quantiles in `/metrics` and `/latency` look.
+    #[serde(serialize_with = "as_humantime")]
+    pub window: Duration,
+}
+
+/// One JSON line per request, written off the request path.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessLog {
+    /// Whether lines are written at all.
+    pub enabled: bool,
+    /// The file lines are appended to; `-` is standard output.
+    pub path: PathBuf,
+    /// Lines that may wait for the writer; beyond them lines are dropped and counted.
+    pub buffer_lines: NonZeroUsize,
 }
 
 /// Server-wide settings.
@@ -217,6 +245,15 @@ impl Validator<'_> {
 
         let listeners = self.listeners(file.listeners, limits.max_connections_per_listener)?;
         let routes = self.routes(file.routes, &upstreams)?;
+        let admin = self.admin(file.admin)?;
+        let access_log = AccessLog {
+            enabled: file.access_log.enabled.unwrap_or(false),
+            path: file
+                .access_log
+                .path
+                .map_or_else(|| PathBuf::from("-"), |p| PathBuf::from(p.into_inner())),
+            buffer_lines: self.count(file.access_log.buffer_lines, "access_log.buffer_lines", nz(4096))?,
+        };
 
         Ok(Config {
             source: path.to_path_buf(),
@@ -226,7 +263,26 @@ impl Validator<'_> {
             listeners,
             routes,
             upstreams,
+            admin,
+            access_log,
         })
+    }
+
+    fn admin(&self, raw: schema::Admin) -> Result<Admin, Invalid> {
+        let address = match raw.address {
+            None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+            Some(address) => self.socket_addr(&address, "admin.address")?,
+        };
+        let span = raw.window.as_ref().map(Spanned::span);
+        let window = self.duration(raw.window, "admin.window", "60s")?;
+        if window < MIN_WINDOW {
+            return Err(self.locator.error(
+                span,
+                "admin.window",
+                "must be at least 1s: the window moves in steps of a sixth of it",
+            ));
+        }
+        Ok(Admin { address, window })
     }
 
     fn listeners(&self, raw: Vec<schema::Listener>, default_max: NonZeroUsize) -> Result<Vec<Listener>, Invalid> {

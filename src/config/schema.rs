@@ -24,6 +24,25 @@ pub(crate) struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub access_log: AccessLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    pub address: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AccessLog {
+    pub enabled: Option<bool>,
+    pub path: Option<Spanned<String>>,
+    pub buffer_lines: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -36,6 +36,7 @@ pub use route::{Route, Router};
 pub use upstream::{Backend, Cluster, Lease};
 
 use crate::config::{Config, Timeouts};
+use crate::metrics::Metrics;
 use headers::ClientSide;
 
 /// Everything the forwarding path shares across connections.
@@ -49,11 +50,13 @@ struct Shared {
     router: Router,
     clusters: Vec<Cluster>,
     timeouts: Timeouts,
+    metrics: Metrics,
 }
 
 impl Proxy {
-    /// Builds routes and upstream clusters (with empty pools) from `config`.
-    pub fn new(config: &Config) -> Self {
+    /// Builds routes and upstream clusters (with empty pools) from `config`;
+    /// upstream failures are counted in `metrics`.
+    pub fn new(config: &Config, metrics: Metrics) -> Self {
         let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         let router = Router::new(&config.routes, |name| {
             names.iter().position(|n| *n == name).unwrap_or(0)
@@ -68,6 +71,7 @@ impl Proxy {
                 router,
                 clusters,
                 timeouts: config.timeouts.clone(),
+                metrics,
             }),
         }
     }
@@ -106,10 +110,12 @@ impl tower::Service<Request<Incoming>> for ProxyService {
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
         Box::pin(
             async move {
-                let response = match shared.forward(&client, request).await {
+                let mut route = None;
+                let mut response = match shared.forward(&client, request, &mut route).await {
                     Ok(response) => response,
                     Err(err) => err.into_response(),
                 };
+                response.body_mut().set_route(route);
                 tracing::debug!(status = response.status().as_u16(), "response headers");
                 Ok(response)
             }
@@ -123,6 +129,7 @@ impl Shared {
         &self,
         client: &ClientSide,
         request: Request<Incoming>,
+        route_index: &mut Option<usize>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
@@ -143,13 +150,14 @@ impl Shared {
             ),
             (None, None) => None,
         };
-        let route = self
+        let (index, route) = self
             .router
             .find(host, parts.uri.path())
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.map(str::to_owned),
                 path: parts.uri.path().to_owned(),
             })?;
+        *route_index = Some(index);
         let cluster = &self.clusters[route.upstream];
         let backend = cluster.pick();
 
@@ -196,21 +204,32 @@ impl Shared {
         }
 
         let request = Request::from_parts(parts, body);
+        let sent = std::time::Instant::now();
         let (response, lease) = backend
             .send(request, header_timeout)
             .await
-            .map_err(|err| self.classify(cluster, backend, err))?;
+            .map_err(|err| self.classify(route.upstream, backend, err))?;
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
         Ok(Response::from_parts(
             parts,
-            ProxyBody::upstream(body, Some(lease), deadline),
+            ProxyBody::upstream(body, Some(lease), deadline, sent),
         ))
     }
 
     /// Timeouts (connect, response header) are 504, like nginx; refused,
-    /// reset or closed is 502.
-    fn classify(&self, cluster: &Cluster, backend: &Backend, err: SendError) -> ProxyError {
+    /// reset or closed is 502. Connect failures and timeouts are counted.
+    fn classify(&self, cluster_index: usize, backend: &Backend, err: SendError) -> ProxyError {
+        let cluster = &self.clusters[cluster_index];
+        match &err {
+            SendError::Connect(_) => self.metrics.upstream_connect_error(cluster_index),
+            SendError::ConnectTimeout => {
+                self.metrics.upstream_connect_error(cluster_index);
+                self.metrics.upstream_timeout(cluster_index);
+            }
+            SendError::ResponseTimeout(_) => self.metrics.upstream_timeout(cluster_index),
+            SendError::ClosedBeforeSend | SendError::Http(_) => {}
+        }
         match err {
             SendError::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream: cluster.name.clone(),

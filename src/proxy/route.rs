@@ -36,10 +36,11 @@ impl Router {
     }
 
     /// The first route matching `host` (port ignored, case-insensitive) and
-    /// `path` (plain byte prefix, like nginx's `location /prefix`).
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    /// `path` (plain byte prefix, like nginx's `location /prefix`), with its
+    /// index in config order.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
         let host = host.map(without_port);
-        self.routes.iter().find(|route| {
+        self.routes.iter().enumerate().find(|(_, route)| {
             let host_matches = match (&route.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
@@ -91,7 +92,7 @@ mod tests {
     #[test]
     fn first_match_wins_and_host_ignores_port_and_case() {
         let r = router();
-        let name = |host, path| r.find(host, path).map(|route| route.name.as_str());
+        let name = |host, path| r.find(host, path).map(|(_, route)| route.name.as_str());
         assert_eq!(name(Some("API.test:8080"), "/v1/users"), Some("api"));
         assert_eq!(name(Some("other.test"), "/v1/users"), Some("fallback"));
         assert_eq!(name(None, "/static/a.css"), Some("static"));

@@ -40,6 +40,7 @@ pub(super) async fn tunnel(
         after,
     };
 
+    let sent = std::time::Instant::now();
     let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr))
         .await
         .map_err(|_| timed_out(connect_timeout))?
@@ -63,7 +64,7 @@ pub(super) async fn tunnel(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
-        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None, None)));
+        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None, None, sent)));
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);

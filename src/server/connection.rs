@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::metrics::{ConnectionGuard, Metrics};
 use crate::middleware::{self, activity::Activity};
 use crate::proxy::{Proxy, ProxyError};
 
@@ -37,6 +38,7 @@ pub(super) struct Shared {
     /// Serves over-limit connections, whichever protocol they speak.
     pub http: auto::Builder<TokioExecutor>,
     pub proxy: Proxy,
+    pub metrics: Metrics,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -52,6 +54,7 @@ pub(super) async fn serve(
     listener: Arc<str>,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
+    _counted: ConnectionGuard,
 ) {
     let span = tracing::debug_span!("connection", %peer, %listener);
     async move {
@@ -59,6 +62,7 @@ pub(super) async fn serve(
         let service = TowerToHyperService::new(middleware::stack(
             shared.proxy.service_for(peer, "http"),
             activity.clone(),
+            shared.metrics.clone(),
         ));
         match starts_with_h2_preface(&stream, shared.header_timeout).await {
             Some(true) => {

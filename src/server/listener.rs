@@ -32,7 +32,8 @@ pub(super) fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accepts connections on `socket` until shutdown.
-pub(super) async fn accept_loop(listener: config::Listener, socket: TcpListener, shared: Arc<Shared>) {
+/// `index` is the listener's place in the config, for its metrics.
+pub(super) async fn accept_loop(listener: config::Listener, index: usize, socket: TcpListener, shared: Arc<Shared>) {
     let limit = listener.max_connections.get();
     let admitted = Arc::new(Semaphore::new(limit));
     let rejecting = Arc::new(Semaphore::new(REJECTING_AT_ONCE));
@@ -55,9 +56,15 @@ pub(super) async fn accept_loop(listener: config::Listener, socket: TcpListener,
         // Best effort: without NODELAY small responses wait for Nagle, but still arrive.
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = admitted.clone().try_acquire_owned() {
-            shared
-                .tasks
-                .spawn(connection::serve(stream, peer, name.clone(), shared.clone(), permit));
+            let counted = shared.metrics.connection(index);
+            shared.tasks.spawn(connection::serve(
+                stream,
+                peer,
+                name.clone(),
+                shared.clone(),
+                permit,
+                counted,
+            ));
         } else if let Ok(permit) = rejecting.clone().try_acquire_owned() {
             shared
                 .tasks

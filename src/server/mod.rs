@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config};
+use crate::metrics::{admin, Metrics};
 use crate::proxy::Proxy;
 
 /// A listener failed to bind.
@@ -42,10 +43,12 @@ pub struct BindError {
 pub struct Server {
     config: Arc<Config>,
     listeners: Vec<(config::Listener, TcpListener)>,
+    admin: TcpListener,
+    metrics: Metrics,
 }
 
 impl Server {
-    /// Binds every listener in `config`.
+    /// Binds every listener in `config`, and the admin listener.
     pub async fn bind(config: Arc<Config>) -> Result<Server, BindError> {
         let listeners = config
             .listeners
@@ -60,7 +63,28 @@ impl Server {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Server { config, listeners })
+        let admin = admin::bind(config.admin.address).await.map_err(|source| BindError {
+            name: "admin".into(),
+            address: config.admin.address,
+            source,
+        })?;
+        let metrics = Metrics::new(&config);
+        Ok(Server {
+            config,
+            listeners,
+            admin,
+            metrics,
+        })
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.config.admin.address)
+    }
+
+    /// The metrics this server records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The bound address of each listener, by name (the real port when the
@@ -83,26 +107,33 @@ impl Server {
             upstreams = %describe(config.upstreams.iter().map(|(name, u)| format!(
                 "{name}=[{}]", describe(u.backends.iter().map(ToString::to_string))
             ))),
+            admin = %self.admin_addr(),
             "tailcut started"
         );
+        let metrics = self.metrics;
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(admin::serve(self.admin, metrics.clone(), admin_stop.clone()));
 
         let shared = Arc::new(connection::Shared {
             http1: http1_builder(config),
             http2: http2_builder(config),
             http: auto_builder(config),
-            proxy: Proxy::new(config),
+            proxy: Proxy::new(config, metrics.clone()),
+            metrics: metrics.clone(),
             idle_timeout: config.timeouts.idle,
             header_timeout: config.timeouts.request_header,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        for (listener, socket) in self.listeners {
+        for (index, (listener, socket)) in self.listeners.into_iter().enumerate() {
             shared
                 .tasks
-                .spawn(listener::accept_loop(listener, socket, shared.clone()));
+                .spawn(listener::accept_loop(listener, index, socket, shared.clone()));
         }
+        metrics.set_ready(true);
 
         shutdown.await;
+        metrics.set_ready(false);
         tracing::info!(connections = shared.tasks.len(), drain_timeout = ?config.server.drain_timeout, "draining");
         shared.shutdown.cancel();
         shared.tasks.close();
@@ -110,6 +141,8 @@ impl Server {
             Ok(()) => tracing::info!("drained; stopping"),
             Err(_) => tracing::warn!(left = shared.tasks.len(), "drain timeout expired; closing what is left"),
         }
+        admin_stop.cancel();
+        let _ = admin_task.await;
     }
 }
 

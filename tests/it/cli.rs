@@ -67,6 +67,14 @@ fn each_invalid_config_gives_its_exact_message_and_exit_64() {
             "CONFIG:2:32: limits.max_connections_per_listener: must be greater than zero",
         ),
         ("[[routes]\n".to_owned(), "CONFIG:1:9: invalid table header; expected `.`, `]]`"),
+        (
+            format!("{VALID}\n[admin]\naddress = \"localhost:9901\"\n"),
+            "CONFIG:13:11: admin.address: \"localhost:9901\" is not a socket address",
+        ),
+        (
+            format!("{VALID}\n[admin]\nwindow = \"100ms\"\n"),
+            "CONFIG:13:10: admin.window: must be at least 1s: the window moves in steps of a sixth of it",
+        ),
     ];
     for (config, expected) in cases {
         let (code, _, stderr) = check(&config);
@@ -89,6 +97,28 @@ fn a_missing_config_file_exits_66() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.starts_with("tailcut: /nonexistent/tailcut.toml: cannot read config: No such file or directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_admin_address_in_use_stops_start_up_with_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tailcut.toml");
+    let config = VALID.replace("127.0.0.1:8080", "127.0.0.1:0") + &format!("\n[admin]\naddress = \"{address}\"\n");
+    std::fs::write(&path, config).expect("write config");
+    let output = Command::new(Kind::Tailcut.binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run tailcut");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("listener admin: cannot bind {address}")),
         "{stderr}"
     );
 }

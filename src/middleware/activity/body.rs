@@ -45,3 +45,13 @@ impl<B: Body> Body for TrackedBody<B> {
         self.inner.size_hint()
     }
 }
+
+impl<B: crate::middleware::record_latency::Labelled> crate::middleware::record_latency::Labelled for TrackedBody<B> {
+    fn route(&self) -> Option<usize> {
+        self.inner.route()
+    }
+
+    fn upstream_time(&self) -> Option<std::time::Duration> {
+        self.inner.upstream_time()
+    }
+}

@@ -51,6 +51,7 @@ macro_rules! conformance {
 mod errors;
 mod forwarding;
 mod headers;
+mod metrics;
 mod pooling;
 mod shutdown;
 mod streaming;

@@ -59,3 +59,35 @@ pub fn status_of(response: &str) -> Option<u16> {
     }
     rest.get(..3)?.parse().ok()
 }
+
+/// GETs `path` from `addr` (an admin listener) and returns status and body.
+pub async fn get_text(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut request = http::Request::get(format!("http://{addr}{path}"));
+    if let Some(accept) = accept {
+        request = request.header(http::header::ACCEPT, accept);
+    }
+    let response = h1_client()
+        .request(request.body(empty()).expect("request"))
+        .await
+        .expect("admin request");
+    let status = response.status().as_u16();
+    let body = body_bytes(response.into_body()).await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of the sample `name{labels}` in Prometheus text `exposition`:
+/// the one line whose name is `name` and whose labels include every pair.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}

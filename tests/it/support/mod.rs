@@ -8,7 +8,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 
-pub use client::{body_bytes, empty, full, h1_client, h2_client, raw_exchange, status_of, Body};
+pub use client::{body_bytes, empty, full, get_text, h1_client, h2_client, metric, raw_exchange, status_of, Body};
 pub use proxy::{Kind, Proxy};
 pub use upstream::Upstream;
 
@@ -48,9 +48,15 @@ pub async fn digest_body(mut body: hyper::body::Incoming) -> (usize, String) {
 }
 
 /// A configuration with one listener on a free port and one catch-all route
-/// to the upstream `app` at `backends`, plus `extra` TOML tables.
+/// to the upstream `app` at `backends`, plus `extra` TOML tables. The admin
+/// listener takes a free port too, unless `extra` has an `[admin]` table.
 pub fn config(backends: &[SocketAddr], extra: &str) -> String {
     let backends: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    let admin = if extra.contains("[admin]") {
+        ""
+    } else {
+        "[admin]\naddress = \"127.0.0.1:0\"\n"
+    };
     format!(
         r#"
 [[listeners]]
@@ -64,6 +70,7 @@ upstream = "app"
 [upstreams.app]
 backends = [{}]
 
+{admin}
 {extra}
 "#,
         backends.join(", ")

@@ -70,6 +70,8 @@ pub struct Proxy {
     child: Child,
     /// The address of its (first) listener.
     pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
     _dir: tempfile::TempDir,
 }
@@ -109,13 +111,15 @@ impl Proxy {
                     continue;
                 };
                 if value["message"] == started_message.as_str() {
-                    let _ = started_tx.send(value["listeners"].as_str().unwrap_or_default().to_owned());
+                    let listeners = value["listeners"].as_str().unwrap_or_default().to_owned();
+                    let admin = value["admin"].as_str().unwrap_or_default().to_owned();
+                    let _ = started_tx.send((listeners, admin));
                 }
                 sink.lock().expect("log lock").push(value);
             }
         });
-        let listeners = match started_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(listeners) => listeners,
+        let (listeners, admin) = match started_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(started) => started,
             Err(_) => {
                 let _ = child.kill();
                 panic!("{} did not start; status {:?}", kind.name(), child.wait());
@@ -132,6 +136,7 @@ impl Proxy {
             kind,
             child,
             addr,
+            admin: admin.parse().ok(),
             logs,
             _dir: dir,
         }
