@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the per-request pieces that run on every request:
-//! route matching and header rewriting.
+//! route matching, header rewriting, and recording a finished request's
+//! metrics (on one thread, and on two threads at once).
 //!
 //! `cargo bench --bench hot_path`
 
@@ -9,7 +10,11 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use std::time::{Duration, Instant};
+
 use tailcut::config::Route;
+use tailcut::metrics::latency::End;
+use tailcut::metrics::{Exchange, Metrics};
 use tailcut::proxy::headers::{self, ClientSide};
 use tailcut::proxy::Router;
 
@@ -108,5 +113,85 @@ fn header_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_match, header_rewrite);
+/// A finished 200 with an upstream time: the common case, all four figures.
+fn exchange() -> Exchange {
+    Exchange {
+        route: Some(0),
+        status: 200,
+        end: End::Complete,
+        headers: Duration::from_micros(180),
+        total: Duration::from_micros(210),
+        upstream: Some(Duration::from_micros(150)),
+        bytes: 12,
+    }
+}
+
+fn metrics_record(c: &mut Criterion) {
+    let toml = "[[listeners]]\nname = \"bench\"\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"all\"\n\
+                upstream = \"app\"\n[upstreams.app]\nbackends = [\"127.0.0.1:9\"]\n";
+    let config = tailcut::config::parse(std::path::Path::new("bench.toml"), toml).expect("config");
+    let metrics = Metrics::new(&config);
+    let mut group = c.benchmark_group("metrics_record");
+    group.bench_function("one thread", |b| {
+        let exchange = exchange();
+        b.iter(|| metrics.record(black_box(&exchange)));
+    });
+    // Both threads record the same route (the same counters and series):
+    // the case where sharing would show. Time per call, per thread.
+    group.bench_function("two threads at once", |b| {
+        b.iter_custom(|iters| {
+            let barrier = std::sync::Barrier::new(2);
+            let worker = || {
+                let exchange = exchange();
+                barrier.wait();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    metrics.record(black_box(&exchange));
+                }
+                started.elapsed()
+            };
+            std::thread::scope(|scope| {
+                let other = scope.spawn(worker);
+                let mine = worker();
+                mine.max(other.join().expect("recording thread"))
+            })
+        });
+    });
+    // Control: the same two-thread harness on work that shares nothing at
+    // all (each thread records four values into a histogram it owns). If
+    // this slows down as much, the slowdown is the machine's (two busy
+    // vCPUs), not sharing in the recorder.
+    group.bench_function("control: one thread, owned histogram", |b| {
+        let mut histogram = tailcut::metrics::latency::new_histogram();
+        b.iter(|| record_owned(&mut histogram));
+    });
+    group.bench_function("control: two threads at once, owned histograms", |b| {
+        b.iter_custom(|iters| {
+            let barrier = std::sync::Barrier::new(2);
+            let worker = || {
+                let mut histogram = tailcut::metrics::latency::new_histogram();
+                barrier.wait();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    record_owned(&mut histogram);
+                }
+                started.elapsed()
+            };
+            std::thread::scope(|scope| {
+                let other = scope.spawn(worker);
+                let mine = worker();
+                mine.max(other.join().expect("recording thread"))
+            })
+        });
+    });
+    group.finish();
+}
+
+fn record_owned(histogram: &mut hdrhistogram::Histogram<u64>) {
+    for value in [180, 210, 150, 60] {
+        histogram.saturating_record(black_box(value));
+    }
+}
+
+criterion_group!(benches, route_match, header_rewrite, metrics_record);
 criterion_main!(benches);

@@ -58,9 +58,6 @@ fn run(cli: &Cli, config: config::Config) -> anyhow::Result<()> {
     };
     let runtime = builder
         .thread_name("tailcut-worker")
-        // A worker about to sleep ships its latency samples, so the admin
-        // listener sees a quiet worker's last requests too.
-        .on_thread_park(tailcut::metrics::latency::flush_thread)
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

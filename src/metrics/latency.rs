@@ -1,7 +1,22 @@
-//! Latency histograms recorded without a lock on the request path.
+//! Latency histograms and request counts, recorded without a lock or a
+//! shared write on the request path.
 //!
-//! Each worker thread records into its own histograms (a thread-local
-//! [`Local`]); nothing is shared while recording. A thread ships what it has
+//! Each worker thread records into a [`Shard`] of its own: HdrHistogram
+//! buckets and counters held in atomics that only that thread writes (a
+//! plain load and store, no read-modify-write, no lock), so two workers
+//! recording at once never contend for a cache line. The reader
+//! ([`Latency::read`]) loads every shard's buckets, turns what grew since
+//! its last read into samples of the current window slot and of the
+//! since-start total, and keeps a ring of [`SLOTS`] slots covering the
+//! window; rotating the ring forgets the oldest slot at once. A sample is
+//! visible to the next read as soon as it is recorded.
+//!
+//! The shards use hdrhistogram's bucket layout ([`bucket`]), checked against
+//! the crate in the tests, so that what the reader rebuilds is exactly the
+//! histogram the crate would have recorded. (The crate's own `sync`
+//! recorder hands histograms over when a recorder next records, which an
+//! idle worker never does; its plain `Histogram` cannot be read while
+//! another thread writes it.) A thread ships what it has
 //! recorded to the reader through a channel once a second (checked as it
 //! records) and whenever it goes idle (the runtime's park hook calls
 //! [`flush_thread`]). The reader side ([`Latency::read`]) adds shipped
@@ -16,8 +31,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -27,9 +41,6 @@ pub const HIGHEST_MICROS: u64 = 60_000_000;
 
 /// Slots the window is divided into; it moves in steps of window / SLOTS.
 pub const SLOTS: u32 = 6;
-
-/// How often a busy thread ships its samples.
-const SHIP_EVERY: Duration = Duration::from_secs(1);
 
 /// What was measured for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +103,12 @@ impl End {
 const FIGURES: usize = Figure::ALL.len();
 const ENDS: usize = End::ALL.len();
 
+/// Status classes counted: 1xx to 5xx.
+pub const STATUS_CLASSES: usize = 5;
+
+/// Counters per route slot: one per status class, then one per end.
+const COUNTS: usize = STATUS_CLASSES + ENDS;
+
 /// Which histogram: one per (route slot, end, figure).
 fn series(route: usize, end: End, figure: Figure) -> usize {
     (route * ENDS + end as usize) * FIGURES + figure as usize
@@ -102,137 +119,158 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("constant bounds that hdrhistogram accepts")
 }
 
-/// One shipment from a thread: (series, samples) pairs.
-type Batch = Vec<(usize, Histogram<u64>)>;
+/// hdrhistogram's bucket layout for 1 us to 60 s at 3 significant digits:
+/// 2048 sub-buckets per bucket, the lower half of each bucket after the
+/// first overlapping the previous one.
+pub mod bucket {
+    use super::HIGHEST_MICROS;
 
-/// The latency recorder shared by every connection, and its reader side.
+    const SUB_BUCKET_HALF_MAGNITUDE: u32 = 10;
+    const SUB_BUCKET_HALF: usize = 1 << SUB_BUCKET_HALF_MAGNITUDE;
+    const SUB_BUCKET_MASK: u64 = (1 << (SUB_BUCKET_HALF_MAGNITUDE + 1)) - 1;
+    /// 64 - unit magnitude (0) - half magnitude - 1.
+    const LEADING_ZERO_BASE: u32 = 64 - SUB_BUCKET_HALF_MAGNITUDE - 1;
+
+    /// The index of the bucket holding `value` (1 ..= [`HIGHEST_MICROS`]).
+    pub const fn index(value: u64) -> usize {
+        let bucket = LEADING_ZERO_BASE - (value | SUB_BUCKET_MASK).leading_zeros();
+        let sub_bucket = (value >> bucket) as usize;
+        ((bucket as usize + 1) << SUB_BUCKET_HALF_MAGNITUDE) + sub_bucket - SUB_BUCKET_HALF
+    }
+
+    /// The lowest value the bucket at `index` holds.
+    pub const fn value(index: usize) -> u64 {
+        let bucket = (index >> SUB_BUCKET_HALF_MAGNITUDE) as u32;
+        let sub_bucket = (index & (SUB_BUCKET_HALF - 1)) + SUB_BUCKET_HALF;
+        if bucket == 0 {
+            (sub_bucket - SUB_BUCKET_HALF) as u64
+        } else {
+            (sub_bucket as u64) << (bucket - 1)
+        }
+    }
+
+    /// Buckets from 0 to the one holding [`HIGHEST_MICROS`].
+    pub const LEN: usize = index(HIGHEST_MICROS) + 1;
+}
+
+/// One thread's buckets and counters; only the owning thread writes them.
+#[derive(Debug)]
+struct Shard {
+    /// Per series, allocated on the thread's first sample in it.
+    series: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    /// Per route slot: [`COUNTS`] counters.
+    counts: Box<[AtomicU64]>,
+}
+
+/// Adds one to a counter only this thread writes: a load and a store, which
+/// compile to plain moves, where `fetch_add` would lock the cache line.
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+fn zeroed(len: usize) -> Box<[AtomicU64]> {
+    std::iter::repeat_with(|| AtomicU64::new(0)).take(len).collect()
+}
+
+/// The recorder shared by every connection, and its reader side.
 #[derive(Debug)]
 pub struct Latency {
     id: u64,
+    routes: usize,
     series_count: usize,
-    sender: Mutex<Sender<Batch>>,
+    /// Every thread's shard; locked only when a thread records for the first time.
+    shards: Mutex<Vec<Arc<Shard>>>,
     reader: Mutex<Reader>,
 }
 
 #[derive(Debug)]
 struct Reader {
-    receiver: Receiver<Batch>,
     slot_length: Duration,
     /// Newest first; each slot covers `slot_length` from its start.
     slots: VecDeque<(Instant, Vec<Option<Histogram<u64>>>)>,
     total: Vec<Option<Histogram<u64>>>,
+    /// What each shard's buckets held at the last read, by shard and series.
+    seen: Vec<Vec<Option<Box<[u64]>>>>,
+    /// Since start, per route slot: [`COUNTS`] counters.
+    counts: Vec<u64>,
 }
 
 /// Distinguishes recorders in thread-locals (tests run several in one process).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
-}
-
-/// One thread's unshipped samples for one recorder.
-struct Local {
-    id: u64,
-    sender: Sender<Batch>,
-    histograms: Vec<Option<Histogram<u64>>>,
-    dirty: bool,
-    ship_at: Instant,
-}
-
-impl Local {
-    fn ship(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        let batch: Batch = self
-            .histograms
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(i, h)| h.take().filter(|h| !h.is_empty()).map(|h| (i, h)))
-            .collect();
-        self.dirty = false;
-        // The reader is gone only when the proxy is shutting down.
-        let _ = self.sender.send(batch);
-    }
-}
-
-impl Drop for Local {
-    /// A thread that exits ships what it still holds.
-    fn drop(&mut self) {
-        self.ship();
-    }
+    /// This thread's shard of the recorder it last recorded into.
+    static LOCAL: RefCell<Option<(u64, Arc<Shard>)>> = const { RefCell::new(None) };
 }
 
 impl Latency {
     /// A recorder for `routes` route slots whose window is `window` long.
     pub fn new(routes: usize, window: Duration) -> Latency {
-        let (sender, receiver) = channel();
         let series_count = routes * ENDS * FIGURES;
         Latency {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            routes,
             series_count,
-            sender: Mutex::new(sender),
+            shards: Mutex::new(Vec::new()),
             reader: Mutex::new(Reader {
-                receiver,
                 slot_length: window / SLOTS,
                 slots: VecDeque::new(),
                 total: vec![None; series_count],
+                seen: Vec::new(),
+                counts: vec![0; routes * COUNTS],
             }),
         }
     }
 
-    /// Records one request's figures into this thread's histograms. `now`
-    /// is the clock reading the caller already took.
-    pub fn record(&self, route: usize, end: End, figures: &[(Figure, Duration)], now: Instant) {
+    /// Records one request: its status class (0 for 1xx .. 4 for 5xx), how
+    /// it ended, and its figures, into this thread's shard.
+    pub fn record(&self, route: usize, class: usize, end: End, figures: &[(Figure, Duration)]) {
         LOCAL.with(|cell| {
             let mut cell = cell.borrow_mut();
-            if cell.as_ref().is_none_or(|local| local.id != self.id) {
-                if let Some(previous) = cell.as_mut() {
-                    previous.ship();
-                }
-                *cell = Some(self.local(now));
+            if cell.as_ref().is_none_or(|(id, _)| *id != self.id) {
+                *cell = Some((self.id, self.new_shard()));
             }
-            let Some(local) = cell.as_mut() else { return };
+            let Some((_, shard)) = cell.as_ref() else { return };
+            if let Some(counts) = shard.counts.get(route * COUNTS..(route + 1) * COUNTS) {
+                bump(&counts[class.min(STATUS_CLASSES - 1)]);
+                bump(&counts[STATUS_CLASSES + end as usize]);
+            }
             for &(figure, value) in figures {
                 let micros = u64::try_from(value.as_micros())
                     .unwrap_or(u64::MAX)
                     .clamp(1, HIGHEST_MICROS);
-                if let Some(slot) = local.histograms.get_mut(series(route, end, figure)) {
-                    slot.get_or_insert_with(new_histogram).saturating_record(micros);
+                if let Some(series) = shard.series.get(series(route, end, figure)) {
+                    bump(&series.get_or_init(|| zeroed(bucket::LEN))[bucket::index(micros)]);
                 }
-            }
-            local.dirty = true;
-            if now >= local.ship_at {
-                local.ship();
-                local.ship_at = now + SHIP_EVERY;
             }
         });
     }
 
-    /// A thread's first contact with this recorder: the only time the
-    /// sender's mutex is taken on a worker thread.
-    fn local(&self, now: Instant) -> Local {
-        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Local {
-            id: self.id,
-            sender,
-            histograms: vec![None; self.series_count],
-            dirty: false,
-            ship_at: now + SHIP_EVERY,
-        }
+    /// A thread's first sample: the only time a worker takes a lock here.
+    fn new_shard(&self) -> Arc<Shard> {
+        let shard = Arc::new(Shard {
+            series: (0..self.series_count).map(|_| OnceLock::new()).collect(),
+            counts: zeroed(self.routes * COUNTS),
+        });
+        self.shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(shard.clone());
+        shard
     }
 
-    /// Takes in every shipped batch and rotates the window; the result reads
-    /// a consistent view until dropped.
+    /// Takes in what every shard recorded since the last read and moves the
+    /// window; the result reads a consistent view until dropped.
     pub fn read(&self) -> View<'_> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        reader.absorb(Instant::now(), self.series_count);
+        let shards: Vec<Arc<Shard>> = self.shards.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        reader.absorb(Instant::now(), self.series_count, &shards);
         View { reader }
     }
 }
 
 impl Reader {
-    fn absorb(&mut self, now: Instant, series_count: usize) {
+    fn absorb(&mut self, now: Instant, series_count: usize, shards: &[Arc<Shard>]) {
         // Forget the slots that began a whole window ago or earlier.
         let window = self.slot_length * SLOTS;
         self.slots.retain(|(start, _)| now.duration_since(*start) < window);
@@ -243,12 +281,30 @@ impl Reader {
         if starts_new_slot {
             self.slots.push_front((now, vec![None; series_count]));
         }
-        while let Ok(batch) = self.receiver.try_recv() {
-            for (series, histogram) in batch {
-                for target in [&mut self.slots[0].1, &mut self.total] {
-                    if let Some(slot) = target.get_mut(series) {
-                        // Same bounds on both sides, so adding cannot fail.
-                        let _ = slot.get_or_insert_with(new_histogram).add(&histogram);
+
+        self.counts.iter_mut().for_each(|c| *c = 0);
+        for (k, shard) in shards.iter().enumerate() {
+            for (total, count) in self.counts.iter_mut().zip(shard.counts.iter()) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            if self.seen.len() <= k {
+                self.seen.push(vec![None; series_count]);
+            }
+            for (s, buckets) in shard.series.iter().enumerate() {
+                let Some(buckets) = buckets.get() else { continue };
+                let seen = self.seen[k][s].get_or_insert_with(|| vec![0; bucket::LEN].into_boxed_slice());
+                for (i, (now_count, seen_count)) in buckets.iter().zip(seen.iter_mut()).enumerate() {
+                    let count = now_count.load(Ordering::Relaxed);
+                    if count == *seen_count {
+                        continue;
+                    }
+                    let grown = count - *seen_count;
+                    *seen_count = count;
+                    for target in [&mut self.slots[0].1[s], &mut self.total[s]] {
+                        // Same bounds as the buckets, so recording cannot fail.
+                        let _ = target
+                            .get_or_insert_with(new_histogram)
+                            .record_n(bucket::value(i).max(1), grown);
                     }
                 }
             }
@@ -256,7 +312,7 @@ impl Reader {
     }
 }
 
-/// A locked, consistent view of the recorded latencies.
+/// A locked, consistent view of the recorded latencies and counts.
 pub struct View<'a> {
     reader: MutexGuard<'a, Reader>,
 }
@@ -271,6 +327,22 @@ pub enum Scope {
 }
 
 impl View<'_> {
+    /// Requests answered for `route` since start, by status class (1xx first).
+    pub fn requests(&self, route: usize) -> &[u64] {
+        self.reader
+            .counts
+            .get(route * COUNTS..route * COUNTS + STATUS_CLASSES)
+            .unwrap_or(&[])
+    }
+
+    /// Response bodies of `route` since start, by how they ended ([`End::ALL`] order).
+    pub fn ends(&self, route: usize) -> &[u64] {
+        self.reader
+            .counts
+            .get(route * COUNTS + STATUS_CLASSES..(route + 1) * COUNTS)
+            .unwrap_or(&[])
+    }
+
     /// Samples of `figure` for `route` over `scope`, merged across the ends
     /// in `ends`; `None` when nothing was recorded.
     pub fn histogram(&self, route: usize, figure: Figure, ends: &[End], scope: Scope) -> Option<Histogram<u64>> {
@@ -295,19 +367,6 @@ impl View<'_> {
     }
 }
 
-/// Ships this thread's unshipped samples, for every recorder it has used.
-/// Called by the runtime when a worker thread goes idle, so that a quiet
-/// thread's last samples still reach the reader.
-pub fn flush_thread() {
-    LOCAL.with(|cell| {
-        if let Ok(mut cell) = cell.try_borrow_mut() {
-            if let Some(local) = cell.as_mut() {
-                local.ship();
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -319,14 +378,30 @@ mod tests {
     }
 
     #[test]
-    fn recorded_samples_are_read_back_after_a_flush() {
-        let latency = Latency::new(2, Duration::from_secs(60));
-        let now = Instant::now();
-        for value in [1, 2, 3] {
-            latency.record(1, End::Complete, &[(Figure::Total, ms(value))], now);
+    fn the_bucket_layout_is_hdrhistograms() {
+        let reference = new_histogram();
+        let mut value = 1u64;
+        while value <= HIGHEST_MICROS {
+            let index = bucket::index(value);
+            assert!(index < bucket::LEN, "{value}");
+            assert_eq!(
+                bucket::value(index),
+                reference.lowest_equivalent(value),
+                "value {value}"
+            );
+            // Walk every bucket edge region: small steps low, growing steps high.
+            value += 1 + value / 1500;
         }
-        latency.record(1, End::ClientGone, &[(Figure::Total, ms(9))], now);
-        flush_thread();
+        assert_eq!(bucket::index(HIGHEST_MICROS), bucket::LEN - 1);
+    }
+
+    #[test]
+    fn samples_are_read_back_without_a_hand_over() {
+        let latency = Latency::new(2, Duration::from_secs(60));
+        for value in [1, 2, 3] {
+            latency.record(1, 1, End::Complete, &[(Figure::Total, ms(value))]);
+        }
+        latency.record(1, 1, End::ClientGone, &[(Figure::Total, ms(9))]);
         let view = latency.read();
         let complete = view
             .histogram(1, Figure::Total, &[End::Complete], Scope::Window)
@@ -349,9 +424,8 @@ mod tests {
                 let latency = latency.clone();
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        latency.record(0, End::Complete, &[(Figure::Proxy, ms(1))], Instant::now());
+                        latency.record(0, 1, End::Complete, &[(Figure::Proxy, ms(1))]);
                     }
-                    flush_thread();
                 })
             })
             .collect();
@@ -361,13 +435,14 @@ mod tests {
         let view = latency.read();
         let merged = view.histogram(0, Figure::Proxy, &[End::Complete], Scope::Window);
         assert_eq!(merged.map(|h| h.len()), Some(4000));
+        assert_eq!(view.requests(0), [0, 4000, 0, 0, 0]);
+        assert_eq!(view.ends(0), [4000, 0, 0]);
     }
 
     #[test]
     fn the_window_forgets_old_intervals_but_the_total_keeps_them() {
         let latency = Latency::new(1, Duration::from_millis(60)); // slots of 10 ms
-        latency.record(0, End::Complete, &[(Figure::Total, ms(5))], Instant::now());
-        flush_thread();
+        latency.record(0, 1, End::Complete, &[(Figure::Total, ms(5))]);
         assert!(latency
             .read()
             .histogram(0, Figure::Total, &End::ALL, Scope::Window)
@@ -395,14 +470,13 @@ mod tests {
         let latency = Latency::new(1, Duration::from_secs(60));
         latency.record(
             0,
+            1,
             End::Complete,
             &[
                 (Figure::Total, Duration::from_secs(3600)),
                 (Figure::Headers, Duration::ZERO),
             ],
-            Instant::now(),
         );
-        flush_thread();
         let view = latency.read();
         let total = view.histogram(0, Figure::Total, &End::ALL, Scope::Total).expect("kept");
         assert_eq!(total.max(), total.highest_equivalent(HIGHEST_MICROS));

@@ -3,9 +3,11 @@
 //! [`Metrics`] is created once from the config and shared by the server
 //! (connections), the proxy (upstream failures) and the latency-recording
 //! middleware (one [`Exchange`] per request). Nothing on the request path
-//! takes a lock: counters are atomics created up front for every label
-//! combination the config allows, and latencies go to per-thread histograms
-//! ([`latency`]). The admin listener ([`admin`]) reads them.
+//! takes a lock or touches a shared cache line: per-request counts and
+//! latencies go to per-thread counters and histograms ([`latency`]), merged
+//! when read. Rarer events (connections, upstream failures, dropped log
+//! lines) are atomics created up front for every label the config allows.
+//! The admin listener ([`admin`]) reads them all.
 //!
 //! Route slots: the routes in config order, then one slot for requests that
 //! matched no route (labels `route=""`, `cluster=""`).
@@ -17,13 +19,14 @@ pub mod latency;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
@@ -52,10 +55,6 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     table: Arc<LatencyTable>,
-    /// Per route slot, per status class (1xx..5xx).
-    requests: Vec<[Counter; 5]>,
-    /// Per route slot, per [`End`].
-    ends: Vec<[Counter; 3]>,
     /// Per cluster, in config (name) order.
     connect_errors: Vec<Counter>,
     timeouts: Vec<Counter>,
@@ -104,44 +103,6 @@ impl Metrics {
             .map(|r| (r.name.clone(), r.upstream.clone()))
             .collect();
         routes.push((String::new(), String::new()));
-
-        let requests_family = Family::<Labels, Counter>::default();
-        registry.register(
-            "tailcut_requests",
-            "Requests answered, by route, cluster and status class",
-            requests_family.clone(),
-        );
-        let requests = routes
-            .iter()
-            .map(|(route, cluster)| {
-                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-                    requests_family
-                        .get_or_create(&labels(&[
-                            ("route", route),
-                            ("cluster", cluster),
-                            ("status_class", class),
-                        ]))
-                        .clone()
-                })
-            })
-            .collect();
-
-        let ends_family = Family::<Labels, Counter>::default();
-        registry.register(
-            "tailcut_responses_ended",
-            "Response bodies by how they ended: complete, error, or client_gone",
-            ends_family.clone(),
-        );
-        let ends = routes
-            .iter()
-            .map(|(route, cluster)| {
-                End::ALL.map(|end| {
-                    ends_family
-                        .get_or_create(&labels(&[("route", route), ("cluster", cluster), ("end", end.name())]))
-                        .clone()
-                })
-            })
-            .collect();
 
         let per_cluster = |registry: &mut Registry, name: &str, help: &str| -> Vec<Counter> {
             let family = Family::<Labels, Counter>::default();
@@ -206,8 +167,6 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 table,
-                requests,
-                ends,
                 connect_errors,
                 timeouts,
                 connections_active,
@@ -219,16 +178,12 @@ impl Metrics {
     }
 
     /// Records a finished request: its counters, its latencies and its
-    /// access log line. `now` is the clock reading that ended it.
-    pub fn record(&self, exchange: &Exchange, now: Instant) {
+    /// access log line.
+    pub fn record(&self, exchange: &Exchange) {
         let inner = &*self.inner;
-        let slot = exchange
-            .route
-            .filter(|&r| r < inner.requests.len() - 1)
-            .unwrap_or(inner.requests.len() - 1);
+        let no_route = inner.table.routes.len() - 1;
+        let slot = exchange.route.filter(|&r| r < no_route).unwrap_or(no_route);
         let class = usize::from(exchange.status / 100).clamp(1, 5) - 1;
-        inner.requests[slot][class].inc();
-        inner.ends[slot][exchange.end as usize].inc();
 
         let mut figures = [
             (Figure::Headers, exchange.headers),
@@ -247,7 +202,7 @@ impl Metrics {
         inner
             .table
             .latency
-            .record(slot, exchange.end, &figures[..recorded], now);
+            .record(slot, class, exchange.end, &figures[..recorded]);
 
         if let Some(log) = &inner.access_log {
             let (route, cluster) = &inner.table.routes[slot];
@@ -345,10 +300,43 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 impl Collector for LatencyTable {
-    /// Quantiles of every figure over the window, per route and cluster,
-    /// merged over how bodies ended; computed when scraped.
+    /// Request counts since start, and quantiles of every figure over the
+    /// window (merged over how bodies ended), per route and cluster;
+    /// computed from the per-thread recorders when scraped.
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let view = self.latency.read();
+        let mut requests = encoder.encode_descriptor(
+            "tailcut_requests",
+            "Requests answered, by route, cluster and status class",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, (route, cluster)) in self.routes.iter().enumerate() {
+            for (class, count) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(view.requests(slot)) {
+                let labels = [
+                    ("route", route.as_str()),
+                    ("cluster", cluster.as_str()),
+                    ("status_class", class),
+                ];
+                ConstCounter::new(*count).encode(requests.encode_family(&labels)?)?;
+            }
+        }
+        let mut ends = encoder.encode_descriptor(
+            "tailcut_responses_ended",
+            "Response bodies by how they ended: complete, error, or client_gone",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, (route, cluster)) in self.routes.iter().enumerate() {
+            for (end, count) in End::ALL.iter().zip(view.ends(slot)) {
+                let labels = [
+                    ("route", route.as_str()),
+                    ("cluster", cluster.as_str()),
+                    ("end", end.name()),
+                ];
+                ConstCounter::new(*count).encode(ends.encode_family(&labels)?)?;
+            }
+        }
         let mut rows = Vec::new();
         for (slot, (route, cluster)) in self.routes.iter().enumerate() {
             for figure in Figure::ALL {
@@ -363,7 +351,7 @@ impl Collector for LatencyTable {
             "tailcut_latency_seconds",
             "Latency quantiles over the window (quantile 1 is the maximum); figure: headers, total, upstream, proxy",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
         for (route, cluster, figure, histogram) in &rows {
             for (quantile, label) in QUANTILES {
@@ -381,7 +369,7 @@ impl Collector for LatencyTable {
             "tailcut_latency_window_samples",
             "Samples behind the latency quantiles",
             None,
-            prometheus_client::metrics::MetricType::Gauge,
+            MetricType::Gauge,
         )?;
         for (route, cluster, figure, histogram) in &rows {
             let labels = [

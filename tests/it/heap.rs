@@ -31,7 +31,13 @@ fn streams_64_mib_each_way_with_flat_proxy_heap() {
         .expect("proxy runtime");
 
     let upstream = test_runtime.block_on(Upstream::start());
-    let toml = config(&[upstream.addr], "");
+    // A window far longer than the test: the metrics reader allocates its
+    // histograms once, at its first read after the warm-up, and never again
+    // while the test measures.
+    let toml = config(
+        &[upstream.addr],
+        "[admin]\naddress = \"127.0.0.1:0\"\nwindow = \"365d\"\n",
+    );
     let parsed = tailcut::config::parse(Path::new("test.toml"), &toml).expect("valid config");
     let server = proxy_runtime
         .block_on(tailcut::server::Server::bind(Arc::new(parsed)))
@@ -51,6 +57,8 @@ fn streams_64_mib_each_way_with_flat_proxy_heap() {
             .await
             .expect("warm-up");
         warm.into_body().collect().await.expect("warm-up body");
+        // The admin listener reads the metrics every second.
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
         let before = alloc_counter::snapshot();
         alloc_counter::reset_peak();

@@ -70,7 +70,7 @@ fn record<B: Labelled>(
         upstream: inner.upstream_time(),
         bytes,
     };
-    metrics.record(&exchange, now);
+    metrics.record(&exchange);
 }
 
 impl<B: Body + Labelled> Body for RecordedBody<B> {
