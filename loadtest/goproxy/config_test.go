@@ -42,6 +42,9 @@ func TestMinimalConfigGetsTailcutsDefaults(t *testing.T) {
 		{"path_prefix", cfg.Routes[0].PathPrefix, "/"},
 		{"max_idle_per_backend", cfg.Upstreams["app"].MaxIdlePerBackend, 64},
 		{"pool_idle_timeout", cfg.Upstreams["app"].PoolIdleTimeout, 90 * time.Second},
+		{"admin", cfg.AdminAddress.String(), "127.0.0.1:9901"},
+		{"window", cfg.Window, 60 * time.Second},
+		{"access_log", cfg.AccessLog, AccessLogConfig{Enabled: false, Path: "-", BufferLines: 4096}},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -102,6 +105,12 @@ func TestInvalidConfigsNameLineColumnAndKey(t *testing.T) {
 			`t.toml:11:1: upstreams.app.backends: at least one backend is required`},
 		{"twice the same name", minimal + "\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:1\"\n",
 			`t.toml:14:8: listeners[1].name: "main" is used twice`},
+		{"admin address", minimal + "\n[admin]\naddress = \"localhost:9901\"\n",
+			`t.toml:14:11: admin.address: "localhost:9901" is not a socket address`},
+		{"short window", minimal + "\n[admin]\nwindow = \"100ms\"\n",
+			`t.toml:14:10: admin.window: must be at least 1s: the window moves in steps of a sixth of it`},
+		{"access log buffer", minimal + "\n[access_log]\nbuffer_lines = 0\n",
+			`t.toml:14:16: access_log.buffer_lines: must be greater than zero`},
 		{"no listeners", "[[routes]]\nname = \"r\"\nupstream = \"u\"\n[upstreams.u]\nbackends = [\"127.0.0.1:1\"]\n",
 			`t.toml: listeners: at least one listener is required`},
 	}

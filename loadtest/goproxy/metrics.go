@@ -282,8 +282,10 @@ func (m *Metrics) upstreamError(cluster string, err error) {
 // latencyRecorder keeps HdrHistograms (1 us to 60 s, 3 significant digits)
 // per (route slot, end, figure). Requests record into one of several
 // shards, picked at random, each behind its own mutex, so concurrent
-// requests rarely meet; the reader swaps every shard's histograms out
-// and merges them into a ring of window slots and a since-start total.
+// requests rarely meet. The reader swaps each shard's active set with its
+// spare set (a pointer swap under the lock), merges the taken set into a
+// ring of window slots and a since-start total, and resets it to become
+// the next spare: no histogram is allocated once both sets exist.
 // (Go has no cheap per-thread storage, so sharded mutexes are the Go
 // equivalent of tailcut's per-thread recorders.)
 type latencyRecorder struct {
@@ -300,8 +302,9 @@ const windowSlots = 6
 
 type latencyShard struct {
 	mu         sync.Mutex
-	histograms []*hdrhistogram.Histogram
-	_          [40]byte // keeps neighbouring shards' mutexes off one cache line
+	histograms []*hdrhistogram.Histogram // recorded into, under mu
+	spare      []*hdrhistogram.Histogram // reset, owned by the reader
+	_          [32]byte                  // keeps neighbouring shards' mutexes off one cache line
 }
 
 type latencySlot struct {
@@ -319,6 +322,7 @@ func newLatencyRecorder(routeSlots int, window time.Duration) *latencyRecorder {
 	}
 	for i := range r.shards {
 		r.shards[i].histograms = make([]*hdrhistogram.Histogram, series)
+		r.shards[i].spare = make([]*hdrhistogram.Histogram, series)
 	}
 	return r
 }
@@ -360,10 +364,10 @@ func (r *latencyRecorder) read(view func(r *latencyRecorder)) {
 		shard := &r.shards[i]
 		shard.mu.Lock()
 		taken := shard.histograms
-		shard.histograms = make([]*hdrhistogram.Histogram, r.series)
+		shard.histograms, shard.spare = shard.spare, nil
 		shard.mu.Unlock()
 		for s, h := range taken {
-			if h == nil {
+			if h == nil || h.TotalCount() == 0 {
 				continue
 			}
 			for _, target := range [][]*hdrhistogram.Histogram{r.slots[0].histograms, r.total} {
@@ -372,7 +376,9 @@ func (r *latencyRecorder) read(view func(r *latencyRecorder)) {
 				}
 				target[s].Merge(h)
 			}
+			h.Reset()
 		}
+		shard.spare = taken // only the reader touches spare, under r.mu
 	}
 	view(r)
 }
