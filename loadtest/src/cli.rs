@@ -46,6 +46,25 @@ pub enum Command {
     Merge(MergeArgs),
     /// Serve fixed responses with a chosen size, status and service time.
     Backend(BackendArgs),
+    /// Run tailcut and the Go proxy side by side under one scenario and compare them.
+    Compare(CompareArgs),
+}
+
+/// `tailcut-load compare`.
+#[derive(Debug, Parser)]
+pub struct CompareArgs {
+    /// The scenario (TOML).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/default.toml"))]
+    pub scenario: PathBuf,
+    /// Where results.json, summary.txt and the .hgrm files go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/compare"))]
+    pub out: PathBuf,
+    /// Use this tailcut binary instead of building one.
+    #[arg(long)]
+    pub tailcut: Option<PathBuf>,
+    /// Use this Go proxy binary instead of building one.
+    #[arg(long)]
+    pub goproxy: Option<PathBuf>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

@@ -14,6 +14,8 @@
 //!   JSON output and `merge`.
 //! - [`backend`]: `tailcut-load backend`, an upstream with a chosen response
 //!   size, status and service-time distribution.
+//! - [`compare`]: `tailcut-load compare`, tailcut against the Go proxy under
+//!   one scenario, with bootstrap intervals on every percentile difference.
 //!
 //! Latency is measured from each request's *intended* send time to the end of
 //! its response body, so a stall anywhere (target, network or generator)
@@ -22,6 +24,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod compare;
 pub mod histograms;
 pub mod http1;
 pub mod result;

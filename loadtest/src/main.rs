@@ -9,7 +9,8 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tailcut_load::backend::{self, BackendConfig};
-use tailcut_load::cli::{exit, BackendArgs, Cli, Command, MergeArgs, RunArgs};
+use tailcut_load::cli::{exit, BackendArgs, Cli, Command, CompareArgs, MergeArgs, RunArgs};
+use tailcut_load::compare;
 use tailcut_load::histograms;
 use tailcut_load::result::{RunResult, Thresholds};
 use tailcut_load::run::{self, Progress, RunConfig, RunError};
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_command(args),
         Command::Merge(args) => merge_command(args),
         Command::Backend(args) => backend_command(args),
+        Command::Compare(args) => compare_command(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -170,5 +172,17 @@ fn backend_command(args: BackendArgs) -> anyhow::Result<u8> {
         },
     )
     .with_context(|| format!("backend on {}", args.listen))?;
+    Ok(exit::VALID)
+}
+
+fn compare_command(args: CompareArgs) -> anyhow::Result<u8> {
+    let options = compare::Options {
+        scenario: args.scenario,
+        out: args.out,
+        tailcut: args.tailcut,
+        goproxy: args.goproxy,
+    };
+    compare::compare(&options)?;
+    eprintln!("results in {}", options.out.display());
     Ok(exit::VALID)
 }

@@ -1,0 +1,132 @@
+//! A comparison's outputs: `results.json` (everything measured), one `.hgrm`
+//! per target (the valid trials merged), and the terminal table.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{cpu_per_thousand, valid_histograms, CompareError, Results, QUANTILES};
+use crate::histograms::{hgrm, new_histogram, supported_quantile};
+use crate::result::format_micros;
+
+const TARGETS: [&str; 3] = ["tailcut", "goproxy", "direct"];
+
+/// Writes `results.json` and the `.hgrm` files under `out`, and prints the table.
+pub fn write(results: &Results, out: &Path) -> Result<(), CompareError> {
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|source| CompareError::Write { path, source })
+    };
+    let json = serde_json::to_string_pretty(results).unwrap_or_default();
+    write("results.json", json + "\n")?;
+    for target in TARGETS {
+        write(&format!("{target}.hgrm"), hgrm(&merged(results, target)))?;
+    }
+    let table = table(results);
+    print!("{table}");
+    write("summary.txt", table)?;
+    Ok(())
+}
+
+fn merged(results: &Results, target: &str) -> hdrhistogram::Histogram<u64> {
+    let mut merged = new_histogram();
+    for h in valid_histograms(&results.trials, target) {
+        let _ = merged.add(&h);
+    }
+    merged
+}
+
+/// The terminal summary: per-target figures, then the verdicts.
+pub fn table(results: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} ({}) at {:.0} req/s; {} thread(s) per proxy; {}",
+        results.scenario,
+        results.description,
+        results.rate,
+        results.proxy_threads,
+        results.plan.describe().replace('\n', "; ")
+    );
+    for target in TARGETS {
+        let trials = results.trials.iter().filter(|t| t.target == target).count();
+        let valid = results
+            .trials
+            .iter()
+            .filter(|t| t.target == target && t.result.verdict.valid)
+            .count();
+        let _ = writeln!(out, "{target:>8}: {valid} of {trials} trials valid");
+    }
+    let _ = write!(out, "\n{:<26}", "figure");
+    for target in TARGETS {
+        let _ = write!(out, "{target:>14}");
+    }
+    let _ = writeln!(out);
+    let histograms: Vec<_> = TARGETS.iter().map(|t| merged(results, t)).collect();
+    for quantile in QUANTILES {
+        let _ = write!(out, "{:<26}", format!("latency p{}", quantile * 100.0));
+        for h in &histograms {
+            let cell = supported_quantile(h, quantile).map_or("unsupported".to_owned(), format_micros);
+            let _ = write!(out, "{cell:>14}");
+        }
+        let _ = writeln!(out);
+    }
+    for quantile in [0.5, 0.99] {
+        let _ = write!(out, "{:<26}", format!("added over direct p{}", quantile * 100.0));
+        let direct = supported_quantile(&histograms[2], quantile);
+        for h in &histograms[..2] {
+            let cell = match (supported_quantile(h, quantile), direct) {
+                (Some(p), Some(d)) => format!("{:.3} ms", (p as f64 - d as f64) / 1000.0),
+                _ => "unsupported".into(),
+            };
+            let _ = write!(out, "{cell:>14}");
+        }
+        let _ = writeln!(out);
+    }
+    let row = |out: &mut String, name: &str, cells: Vec<String>| {
+        let _ = write!(out, "{name:<26}");
+        for cell in cells {
+            let _ = write!(out, "{cell:>14}");
+        }
+        let _ = writeln!(out);
+    };
+    let per_proxy = |f: &dyn Fn(&str) -> String| TARGETS[..2].iter().map(|t| f(t)).collect::<Vec<_>>();
+    row(
+        &mut out,
+        "saturation req/s",
+        per_proxy(&|t| {
+            results
+                .saturation
+                .iter()
+                .find(|s| s.proxy == t)
+                .map_or("-".into(), |s| format!("{:.0}", s.achieved_rate))
+        }),
+    );
+    row(
+        &mut out,
+        "CPU s per 1000 requests",
+        per_proxy(&|t| cpu_per_thousand(&results.trials, t).map_or("-".into(), |c| format!("{c:.4}"))),
+    );
+    let fact = |f: &dyn Fn(&super::ProxyFacts) -> String| {
+        per_proxy(&|t| results.proxies.iter().find(|p| p.proxy == t).map_or("-".into(), f))
+    };
+    row(
+        &mut out,
+        "peak RSS",
+        fact(&|p| format!("{:.1} MB", p.peak_rss_kib as f64 / 1024.0)),
+    );
+    row(
+        &mut out,
+        "binary size",
+        fact(&|p| format!("{:.1} MB", p.binary_bytes as f64 / 1e6)),
+    );
+    row(
+        &mut out,
+        "start-up to first request",
+        fact(&|p| format!("{:.1} ms", p.startup_ms)),
+    );
+    let _ = writeln!(out, "\ntailcut against Go (95% bootstrap intervals over valid trials):");
+    for verdict in &results.verdicts {
+        let _ = writeln!(out, "  p{:<8} {}", verdict.quantile * 100.0, verdict.text);
+    }
+    out
+}

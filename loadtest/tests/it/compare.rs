@@ -1,0 +1,68 @@
+//! `tailcut-load compare` end to end, on a tiny scenario: real backend, real
+//! tailcut and Go proxy processes, real trials, and every output written.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The tailcut binary that `cargo test --workspace` builds for tailcut's own tests.
+fn tailcut_binary() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tailcut");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bin tailcut` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("tiny.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"tiny\"\ndescription = \"end to end\"\n[load]\nrate = 200\nduration = \"1s\"\n\
+         warmup = \"200ms\"\nconnections = 2\nrounds = 2\nsaturation = \"500ms\"\n",
+    )
+    .expect("write scenario");
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
+        .arg("compare")
+        .arg("--scenario")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--tailcut")
+        .arg(tailcut_binary())
+        .output()
+        .expect("run tailcut-load compare");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "compare failed:\n{stderr}");
+    assert!(stderr.contains("CPU plan: proxies on CPU"), "{stderr}");
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("results.json")).expect("JSON");
+    let trials = results["trials"].as_array().expect("trials");
+    for target in ["tailcut", "goproxy", "direct"] {
+        let runs: Vec<_> = trials.iter().filter(|t| t["target"] == target).collect();
+        assert_eq!(runs.len(), 2, "two rounds of {target}");
+        assert!(
+            runs.iter().all(|t| t["result"]["sent"].as_u64() > Some(0)),
+            "{target} sent nothing"
+        );
+        let hgrm = std::fs::read_to_string(out.join(format!("{target}.hgrm"))).expect("hgrm");
+        assert!(hgrm.contains("Total count"), "{hgrm}");
+    }
+    assert_eq!(results["verdicts"].as_array().map(Vec::len), Some(5));
+    let saturation = results["saturation"].as_array().expect("saturation");
+    assert_eq!(saturation.len(), 2);
+    assert!(saturation.iter().all(|s| s["achieved_rate"].as_f64() > Some(0.0)));
+    for proxy in results["proxies"].as_array().expect("proxies") {
+        assert!(proxy["binary_bytes"].as_u64() > Some(0), "{proxy}");
+        assert!(proxy["peak_rss_kib"].as_u64() > Some(0), "{proxy}");
+        assert!(proxy["startup_ms"].as_f64() > Some(0.0), "{proxy}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.txt")).expect("summary");
+    assert!(summary.contains("tailcut against Go"), "{summary}");
+    assert!(summary.contains("saturation req/s"), "{summary}");
+}
