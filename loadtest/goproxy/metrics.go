@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -315,7 +316,9 @@ type latencySlot struct {
 func newLatencyRecorder(routeSlots int, window time.Duration) *latencyRecorder {
 	series := routeSlots * int(ends) * int(figures)
 	r := &latencyRecorder{
-		shards:     make([]latencyShard, 16),
+		// Two shards per P keep concurrent requests apart without paying
+		// for histograms no goroutine will use.
+		shards:     make([]latencyShard, 2*runtime.GOMAXPROCS(0)),
 		series:     series,
 		slotLength: window / windowSlots,
 		total:      make([]*hdrhistogram.Histogram, series),

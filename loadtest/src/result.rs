@@ -145,6 +145,10 @@ pub struct RunResult {
     pub http2: bool,
     /// Requests actually sent within the measured window.
     pub sent: u64,
+    /// Requests of the window that waited for a free connection (every
+    /// connection was held by the target at their intended send time).
+    #[serde(default)]
+    pub waited_for_connection: u64,
     /// `sent / duration_s`.
     pub achieved_rate: f64,
     /// Transport errors of requests intended in the window.
@@ -222,6 +226,8 @@ pub struct Measured {
     pub http2: bool,
     /// Requests sent within the window.
     pub sent: u64,
+    /// Requests that waited for a free connection.
+    pub waited_for_connection: u64,
     /// Transport errors.
     pub errors: Errors,
     /// Responses.
@@ -258,6 +264,7 @@ impl RunResult {
             threads: measured.threads,
             http2: measured.http2,
             sent: measured.sent,
+            waited_for_connection: measured.waited_for_connection,
             achieved_rate,
             errors: measured.errors,
             status: measured.status,
@@ -286,6 +293,7 @@ impl RunResult {
         let mut histograms = Decoded::new();
         let (mut errors, mut status) = (Errors::default(), StatusClasses::default());
         let (mut sent, mut rate, mut connections, mut threads) = (0, 0.0, 0, 0);
+        let mut waited_for_connection = 0;
         let mut reasons = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             let decoded = part
@@ -302,6 +310,7 @@ impl RunResult {
             errors.add(&part.errors);
             status.add(&part.status);
             sent += part.sent;
+            waited_for_connection += part.waited_for_connection;
             rate += part.rate;
             connections += part.connections;
             threads += part.threads;
@@ -318,6 +327,7 @@ impl RunResult {
             threads,
             http2: first.http2,
             sent,
+            waited_for_connection,
             errors,
             status,
             histograms,
@@ -355,6 +365,16 @@ impl RunResult {
             self.sent,
             self.status.total()
         );
+        if self.waited_for_connection > 0 {
+            let _ = writeln!(
+                out,
+                "queued   {} of {} requests waited for a free connection: the target held all {}; \
+                 their wait is in the latency from intended send",
+                self.waited_for_connection,
+                decoded.corrected.len(),
+                self.connections
+            );
+        }
         let _ = writeln!(out, "{:<34}{}", "", percentile_header());
         for (label, histogram) in [
             ("latency (from intended send)", &decoded.corrected),
@@ -550,6 +570,7 @@ mod tests {
             threads: 1,
             http2: false,
             sent,
+            waited_for_connection: 0,
             errors: Errors::default(),
             status,
             histograms,

@@ -150,6 +150,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
     let mut histograms = Decoded::new();
     histograms.stalls = stalls;
     let (mut errors, mut status, mut sent) = (Errors::default(), StatusClasses::default(), 0);
+    let mut waited_for_connection = 0;
     for recorder in &finals {
         for (into, from) in [
             (&mut histograms.corrected, &recorder.corrected),
@@ -169,6 +170,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
             }
         }
         sent += recorder.sent_in_window;
+        waited_for_connection += recorder.waited_for_connection;
     }
     let measured = Measured {
         target: config.target.to_string(),
@@ -181,6 +183,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
         threads,
         http2: config.http2,
         sent,
+        waited_for_connection,
         errors,
         status,
         histograms,
@@ -242,6 +245,7 @@ struct Recorder {
     errors: Errors,
     status: StatusClasses,
     sent_in_window: u64,
+    waited_for_connection: u64,
     interval: Histogram<u64>,
     interval_completed: u64,
 }
@@ -264,6 +268,7 @@ impl Recorder {
             errors: Errors::default(),
             status: StatusClasses::default(),
             sent_in_window: 0,
+            waited_for_connection: 0,
             interval: new_histogram(),
             interval_completed: 0,
         }
@@ -273,13 +278,18 @@ impl Recorder {
         t >= self.window.0 && t < self.window.1
     }
 
-    fn sent(&mut self, intended: Instant, sent: Instant) {
+    /// A request went out at `sent`; the generator owed it at `due` (its
+    /// intended time, or later if no connection was free until then).
+    fn sent(&mut self, intended: Instant, due: Instant, sent: Instant) {
         if self.in_window(sent) {
             self.sent_in_window += 1;
         }
         if self.in_window(intended) {
             self.send_lag
-                .saturating_record(micros(sent.saturating_duration_since(intended)));
+                .saturating_record(micros(sent.saturating_duration_since(due)));
+            if due > intended {
+                self.waited_for_connection += 1;
+            }
         }
     }
 
@@ -330,9 +340,15 @@ struct ThreadState {
 }
 
 impl ThreadState {
-    /// The next intended send time and the time it was reached (now);
-    /// `None` when the schedule is over.
-    async fn next(&self) -> Option<(Instant, Instant)> {
+    /// The next intended send time, when this connection could first send
+    /// it, and the time it was reached (now); `None` when the schedule is over.
+    ///
+    /// A connection that asks after the intended time was busy until then:
+    /// the target held it, as a slow server holds its clients. That wait is
+    /// the target's latency and is already in the corrected figure (measured
+    /// from the intended time); send lag counts only the generator's own
+    /// lateness once a connection was free, which is what makes a run invalid.
+    async fn next(&self) -> Option<(Instant, Instant, Instant)> {
         if self.finished.get() {
             return None;
         }
@@ -342,7 +358,8 @@ impl ThreadState {
             return None;
         };
         let intended = self.start + offset;
-        Some((intended, wait_until(intended).await))
+        let due = Instant::now().max(intended);
+        Some((intended, due, wait_until(intended).await))
     }
 }
 
@@ -476,12 +493,12 @@ fn request(config: &RunConfig) -> Request<Full<Bytes>> {
 async fn h1_worker(state: Rc<ThreadState>, config: Arc<RunConfig>, addr: SocketAddr, request: Rc<Bytes>) {
     let head = config.method == Method::HEAD;
     let mut connection: Option<http1::Connection> = None;
-    while let Some((intended, sent)) = state.next().await {
+    while let Some((intended, due, sent)) = state.next().await {
         if let Some(outcome) = expired(intended, sent, &config) {
             state.recorder.borrow_mut().finished(intended, None, sent, outcome);
             continue;
         }
-        state.recorder.borrow_mut().sent(intended, sent);
+        state.recorder.borrow_mut().sent(intended, due, sent);
         let exchange = async {
             // A kept-alive connection the server closed while idle fails with
             // `Stale` before anything was processed: resend once, on a new one.
@@ -533,12 +550,12 @@ async fn h2_worker(
     addr: SocketAddr,
     shared: Rc<RefCell<Option<http2::SendRequest<Full<Bytes>>>>>,
 ) {
-    while let Some((intended, sent)) = state.next().await {
+    while let Some((intended, due, sent)) = state.next().await {
         if let Some(outcome) = expired(intended, sent, &config) {
             state.recorder.borrow_mut().finished(intended, None, sent, outcome);
             continue;
         }
-        state.recorder.borrow_mut().sent(intended, sent);
+        state.recorder.borrow_mut().sent(intended, due, sent);
         let deadline = intended + config.timeout;
         let exchange = async {
             let current = shared.borrow().clone().filter(|s| !s.is_closed());
@@ -785,7 +802,7 @@ mod tests {
         let mut recorder = Recorder::new(window);
         for at in [1u64, 3, 5] {
             let intended = start + Duration::from_secs(at);
-            recorder.sent(intended, intended);
+            recorder.sent(intended, intended, intended);
             recorder.finished(
                 intended,
                 Some(intended),

@@ -252,7 +252,13 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     let mut saturation = Vec::new();
     if !scenario.load.saturation.is_zero() {
         for proxy in &proxies {
-            let mut config = trial_config(&scenario, proxy.addr, 1_000_000.0, scenario.load.connections * 4, 0)?;
+            let mut config = trial_config(
+                &scenario,
+                proxy.addr,
+                1_000_000.0,
+                scenario.load.saturation_connections,
+                0,
+            )?;
             config.duration = scenario.load.saturation;
             let result = run::execute(&config).map_err(|source| CompareError::Run {
                 target: proxy.name.to_owned(),

@@ -46,6 +46,9 @@ pub struct Load {
     /// Window of each proxy's saturation run (0 skips it).
     #[serde(deserialize_with = "duration", default = "saturation")]
     pub saturation: Duration,
+    /// Connections of the saturation runs.
+    #[serde(default = "saturation_connections")]
+    pub saturation_connections: usize,
     /// Extra request headers sent with every request, `name: value`.
     #[serde(default)]
     pub headers: Vec<String>,
@@ -93,6 +96,9 @@ fn rounds() -> usize {
 }
 fn saturation() -> Duration {
     Duration::from_secs(5)
+}
+fn saturation_connections() -> usize {
+    64
 }
 fn size() -> usize {
     12

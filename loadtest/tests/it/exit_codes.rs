@@ -63,13 +63,20 @@ fn rate_not_reached_exits_3() {
 }
 
 #[test]
-fn a_generator_that_cannot_keep_its_schedule_exits_3() {
+fn a_target_holding_every_connection_is_queueing_in_the_latency_not_generator_lag() {
     let url = format!("http://{}/", backend(200, "fixed:20ms"));
-    // Every connection busy: requests go out late, so the send lag exceeds a
-    // strict 1 ms limit even though the rate check is relaxed.
-    let out = run(&url, &format!("{OVERLOADED} --rate-tolerance 1.0 --max-stall 2s"));
-    assert_eq!(code(&out), 3);
-    assert!(stdout(&out).contains("send lag p99"), "{}", stdout(&out));
+    // Every connection busy: requests wait for a free one. That wait is the
+    // target's doing, so it counts in the latency from the intended send,
+    // not as the generator's send lag; with the rate check relaxed, the run
+    // is valid and says how many requests queued.
+    let out = run(
+        &url,
+        &format!("{OVERLOADED} --rate-tolerance 1.0 --max-stall 2s --max-error-rate 1.0"),
+    );
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.contains("waited for a free connection"), "{text}");
+    assert!(!text.contains("send lag p99"), "{text}");
 }
 
 #[test]
