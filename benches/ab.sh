@@ -28,28 +28,11 @@ BASE_PORT=${BASE_PORT:-18180}
 UP_PORT=$((BASE_PORT + 1)) A_PORT=$((BASE_PORT + 2)) B_PORT=$((BASE_PORT + 3))
 A_ADMIN=$((BASE_PORT + 4)) B_ADMIN=$((BASE_PORT + 5))
 
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "ab: $tool is not installed (apt-get install nginx-light wrk)" >&2; exit 2; }
-done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-cat > "$work/upstream.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/upstream.pid; error_log stderr error;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "hello world\n"; } }
-}
-CONF
+SCRIPT=ab
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+require nginx wrk taskset
+upstream_conf "$UP_PORT" > "$work/upstream.conf"
 
 proxy_config() { # binary port admin-port file
   cat > "$4" <<CONF
@@ -73,31 +56,15 @@ CONF
 proxy_config "$BIN_A" "$A_PORT" "$A_ADMIN" "$work/a.toml"
 proxy_config "$BIN_B" "$B_PORT" "$B_ADMIN" "$work/b.toml"
 
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "ab: nothing listening on port $1" >&2
-  exit 1
-}
-
 # Pin before exec: tokio and Go size themselves from the affinity mask.
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -e stderr & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN_A" run --config "$work/a.toml" --workers 1 --log-level warn & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN_B" run --config "$work/b.toml" --workers 1 --log-level warn & pids+=($!)
 for port in $UP_PORT $A_PORT $B_PORT; do wait_port "$port"; done
 
-rps() { # port -> requests/s of one wrk run
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$1/" | awk '/^Requests\/sec:/ {print $2}'
-}
-
 echo "A: $BIN_A"
 echo "B: $BIN_B"
-echo "warm-up (2 s each)"
-for port in $A_PORT $B_PORT; do
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
-done
+warm_up "$A_PORT" "$B_PORT"
 
 printf '\n%-6s %12s %12s %8s\n' round A B B/A
 ratios=()
@@ -107,6 +74,6 @@ for round in $(seq "$ROUNDS"); do
   ratios+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b / a }')")
   printf '%-6s %12.0f %12.0f %8s\n' "$round" "$a" "$b" "${ratios[-1]}"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }')
+median=$(printf '%s\n' "${ratios[@]}" | median)
 echo
 echo "B/A requests/s, median of $ROUNDS interleaved rounds: $median (range $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n '1p;$p' | paste -sd-))"

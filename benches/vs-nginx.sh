@@ -30,18 +30,10 @@ UP_PORT=$((BASE_PORT + 1)) NGINX_PORT=$((BASE_PORT + 2)) TAILCUT_PORT=$((BASE_PO
 GO_PORT=$((BASE_PORT + 4)) STOCK_PORT=$((BASE_PORT + 5))
 TAILCUT_ADMIN=$((BASE_PORT + 6)) GO_ADMIN=$((BASE_PORT + 7))
 
-for tool in nginx wrk taskset go python3; do
-  command -v "$tool" >/dev/null || { echo "vs-nginx: $tool is not installed (apt-get install nginx-light wrk)" >&2; exit 2; }
-done
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+SCRIPT=vs-nginx
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+require nginx wrk taskset go python3
 
 cargo build --release --quiet
 TAILCUT=target/release/tailcut
@@ -50,14 +42,7 @@ TAILCUT=target/release/tailcut
 nginx_common="daemon off; master_process off; worker_processes 1; pid $work/PID; error_log stderr error;
 events { worker_connections 10000; }"
 
-cat > "$work/upstream.conf" <<CONF
-${nginx_common//PID/upstream.pid}
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "hello world\n"; } }
-}
-CONF
+upstream_conf "$UP_PORT" > "$work/upstream.conf"
 
 cat > "$work/proxy.conf" <<CONF
 ${nginx_common//PID/proxy.pid}
@@ -97,15 +82,6 @@ backends = ["127.0.0.1:$UP_PORT"]
 address = "127.0.0.1:$TAILCUT_ADMIN"
 CONF
 
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "vs-nginx: nothing listening on port $1" >&2
-  exit 1
-}
-
 sed "s/$TAILCUT_PORT/$GO_PORT/; s/$TAILCUT_ADMIN/$GO_ADMIN/" "$work/tailcut.toml" > "$work/goproxy.toml"
 
 # Pin before exec: nginx, tokio and Go's GOMAXPROCS size themselves from the affinity mask.
@@ -120,17 +96,9 @@ taskset -c "$PROXY_CPU" "$work/stockproxy" --listen "127.0.0.1:$STOCK_PORT" --up
 stock_pid=$!
 for port in $UP_PORT $NGINX_PORT $TAILCUT_PORT $GO_PORT $STOCK_PORT; do wait_port "$port"; done
 
-rps() { # port -> requests/s of one wrk run
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$1/" | awk '/^Requests\/sec:/ {print $2}'
-}
-
-echo "warm-up (2 s each)"
-for port in $UP_PORT $NGINX_PORT $TAILCUT_PORT $GO_PORT $STOCK_PORT; do
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
-done
+warm_up "$UP_PORT" "$NGINX_PORT" "$TAILCUT_PORT" "$GO_PORT" "$STOCK_PORT"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 printf '\n%-6s %10s %10s %10s %10s %10s %9s %9s %9s\n' \
   round direct nginx tailcut goproxy stock-go tc/nginx go/nginx stock/ngx

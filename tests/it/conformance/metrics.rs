@@ -186,17 +186,7 @@ async fn records_upstream_time_and_the_little_the_proxy_adds(kind: Kind) {
 async fn a_client_that_leaves_mid_body_is_recorded_as_gone(kind: Kind) {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
-    {
-        let response = h1_client()
-            .get(proxy.url("/stream/1024").parse().expect("uri"))
-            .await
-            .expect("send");
-        let mut body = response.into_body();
-        http_body_util::BodyExt::frame(&mut body)
-            .await
-            .expect("a first frame")
-            .expect("data");
-    }
+    crate::support::hang_up_mid_body(&proxy).await;
     let gone = [("route", "all"), ("cluster", "app"), ("end", "client_gone")];
     let text = metrics_once(&proxy, "tailcut_responses_ended_total", &gone, 1.0).await;
     assert_eq!(

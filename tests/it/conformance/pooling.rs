@@ -55,18 +55,7 @@ async fn does_not_reuse_a_connection_the_backend_closes(kind: Kind) {
 async fn a_client_that_disconnects_mid_body_does_not_poison_the_pool(kind: Kind) {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
-    {
-        // Ask for 64 MiB, read the head and a little body, then hang up.
-        let response = h1_client()
-            .get(proxy.url("/stream/1024").parse().expect("uri"))
-            .await
-            .expect("send");
-        let mut body = response.into_body();
-        http_body_util::BodyExt::frame(&mut body)
-            .await
-            .expect("a first frame")
-            .expect("data");
-    }
+    crate::support::hang_up_mid_body(&proxy).await;
     let response = h1_client()
         .get(proxy.url("/").parse().expect("uri"))
         .await

@@ -76,3 +76,17 @@ backends = [{}]
         backends.join(", ")
     )
 }
+
+/// Asks `proxy` for 64 MiB (`/stream/1024`), reads the head and one frame of
+/// the body, then hangs up: a client that goes away mid-body.
+pub async fn hang_up_mid_body(proxy: &Proxy) {
+    let response = h1_client()
+        .get(proxy.url("/stream/1024").parse().expect("uri"))
+        .await
+        .expect("send");
+    let mut body = response.into_body();
+    http_body_util::BodyExt::frame(&mut body)
+        .await
+        .expect("a first frame")
+        .expect("data");
+}
