@@ -48,6 +48,18 @@ pub enum Command {
     Backend(BackendArgs),
     /// Run tailcut and the Go proxy side by side under one scenario and compare them.
     Compare(CompareArgs),
+    /// Render report.html, summary.txt and the .hgrm files again from a results.json.
+    Report(ReportArgs),
+}
+
+/// `tailcut-load report`.
+#[derive(Debug, Parser)]
+pub struct ReportArgs {
+    /// A results.json written by `compare`.
+    pub results: PathBuf,
+    /// Where to write (default: the folder of results.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `tailcut-load compare`.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use tailcut_load::backend::{self, BackendConfig};
-use tailcut_load::cli::{exit, BackendArgs, Cli, Command, CompareArgs, MergeArgs, RunArgs};
+use tailcut_load::cli::{exit, BackendArgs, Cli, Command, CompareArgs, MergeArgs, ReportArgs, RunArgs};
 use tailcut_load::compare;
 use tailcut_load::histograms;
 use tailcut_load::result::{RunResult, Thresholds};
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => merge_command(args),
         Command::Backend(args) => backend_command(args),
         Command::Compare(args) => compare_command(args),
+        Command::Report(args) => report_command(args),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -184,5 +185,22 @@ fn compare_command(args: CompareArgs) -> anyhow::Result<u8> {
     };
     compare::compare(&options)?;
     eprintln!("results in {}", options.out.display());
+    Ok(exit::VALID)
+}
+
+fn report_command(args: ReportArgs) -> anyhow::Result<u8> {
+    let text = std::fs::read_to_string(&args.results).with_context(|| format!("{}", args.results.display()))?;
+    let results: compare::Results = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a compare results file", args.results.display()))?;
+    let out = match args.out {
+        Some(out) => out,
+        None => args
+            .results
+            .parent()
+            .map_or_else(|| std::path::PathBuf::from("."), std::path::Path::to_path_buf),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+    compare::summary::render(&results, &out)?;
+    eprintln!("report in {}", out.join("report.html").display());
     Ok(exit::VALID)
 }

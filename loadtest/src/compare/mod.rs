@@ -13,9 +13,11 @@
 //! - [`scenario`]: the TOML scenario.
 //! - [`procs`]: the CPU plan, pinned processes, `/proc` samples.
 //! - [`stats`]: bootstrap intervals and verdicts.
-//! - [`summary`]: the results file and the terminal table.
+//! - [`summary`]: the results file, `.hgrm` files and the terminal table.
+//! - [`report`]: `report.html`, self-contained, with an SVG spectrum.
 
 pub mod procs;
+pub mod report;
 pub mod scenario;
 pub mod stats;
 pub mod summary;
@@ -466,7 +468,7 @@ pub fn valid_histograms(trials: &[Trial], target: &str) -> Vec<hdrhistogram::His
         .collect()
 }
 
-fn verdicts(trials: &[Trial]) -> Vec<PercentileVerdict> {
+pub(crate) fn verdicts(trials: &[Trial]) -> Vec<PercentileVerdict> {
     let tailcut = valid_histograms(trials, "tailcut");
     let go = valid_histograms(trials, "goproxy");
     QUANTILES

@@ -1,5 +1,6 @@
 //! A comparison's outputs: `results.json` (everything measured), one `.hgrm`
-//! per target (the valid trials merged), and the terminal table.
+//! per target (the valid trials merged), the terminal table, and
+//! `report.html` ([`super::report`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,24 +11,33 @@ use crate::result::format_micros;
 
 const TARGETS: [&str; 3] = ["tailcut", "goproxy", "direct"];
 
-/// Writes `results.json` and the `.hgrm` files under `out`, and prints the table.
+/// Writes `results.json`, then the files rendered from it.
 pub fn write(results: &Results, out: &Path) -> Result<(), CompareError> {
+    let json = serde_json::to_string_pretty(results).unwrap_or_default();
+    let path = out.join("results.json");
+    std::fs::write(&path, json + "\n").map_err(|source| CompareError::Write { path, source })?;
+    render(results, out)
+}
+
+/// Writes the `.hgrm` files, `summary.txt` and `report.html` under `out`
+/// from `results`, and prints the table.
+pub fn render(results: &Results, out: &Path) -> Result<(), CompareError> {
     let write = |name: &str, text: String| {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| CompareError::Write { path, source })
     };
-    let json = serde_json::to_string_pretty(results).unwrap_or_default();
-    write("results.json", json + "\n")?;
     for target in TARGETS {
         write(&format!("{target}.hgrm"), hgrm(&merged(results, target)))?;
     }
     let table = table(results);
     print!("{table}");
     write("summary.txt", table)?;
+    write("report.html", super::report::html(results))?;
     Ok(())
 }
 
-fn merged(results: &Results, target: &str) -> hdrhistogram::Histogram<u64> {
+/// The valid trials of `target`, merged.
+pub(super) fn merged(results: &Results, target: &str) -> hdrhistogram::Histogram<u64> {
     let mut merged = new_histogram();
     for h in valid_histograms(&results.trials, target) {
         let _ = merged.add(&h);
