@@ -7,7 +7,8 @@
 //! interleaved open-loop trials at the scenario's rate (tailcut, Go, direct
 //! to the backend, the order rotating each round), each judged by the run
 //! verdict, an invalid trial kept out of the figures; then a saturation run
-//! per proxy. Percentile differences get bootstrap intervals over trials
+//! per proxy. Debian's nginx and HAProxy, when installed, run as reference
+//! columns in front of the same backend, pinned like the proxies. Percentile differences get bootstrap intervals over trials
 //! ([`stats`]).
 //!
 //! - [`scenario`]: the TOML scenario.
@@ -210,6 +211,24 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     for (name, binary) in [("tailcut", &tailcut_binary), ("goproxy", &go_binary)] {
         proxies.push(start_proxy(name, binary, backend_addr, &threads, &options.out, &plan)?);
     }
+    for reference in [Reference::Nginx, Reference::Haproxy] {
+        let name = reference.name();
+        let Some(binary) = find_program(name) else {
+            eprintln!("{name} is not installed: no {name} column");
+            continue;
+        };
+        match start_reference(
+            reference,
+            &binary,
+            backend_addr,
+            scenario.proxy_threads,
+            &options.out,
+            &plan,
+        ) {
+            Ok(proxy) => proxies.push(proxy),
+            Err(err) => eprintln!("warning: {name} left out: {err}"),
+        }
+    }
 
     // The generator runs in this process: pinned here, before its threads start.
     procs::pin_self(&plan.load, &plan);
@@ -369,8 +388,20 @@ fn start_proxy(
         "--log-level".to_owned(),
         "warn".to_owned(),
     ];
+    launch(name, binary, &args, port, plan)
+}
+
+/// Starts `binary args` on the proxies' CPUs and waits for its first
+/// request served on `port`, timing the start-up.
+fn launch(
+    name: &'static str,
+    binary: &Path,
+    args: &[String],
+    port: u16,
+    plan: &CpuPlan,
+) -> Result<Proxy, CompareError> {
     let started = Instant::now();
-    let process = Running::start(name, binary, &args, &plan.proxies, plan, &[])
+    let process = Running::start(name, binary, args, &plan.proxies, plan, &[])
         .map_err(|err| CompareError::Setup(format!("start {}: {err}", binary.display())))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = started + Duration::from_secs(20);
@@ -389,6 +420,101 @@ fn start_proxy(
         addr,
         startup: started.elapsed(),
     })
+}
+
+/// A reference proxy from Debian's packages.
+#[derive(Debug, Clone, Copy)]
+enum Reference {
+    Nginx,
+    Haproxy,
+}
+
+impl Reference {
+    fn name(self) -> &'static str {
+        match self {
+            Reference::Nginx => "nginx",
+            Reference::Haproxy => "haproxy",
+        }
+    }
+}
+
+/// `program` on PATH, or in /usr/sbin and /sbin where Debian puts servers.
+fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Starts nginx or HAProxy doing the proxies' job: pooled keep-alive
+/// connections to the backend, X-Forwarded-For/-Proto/-Host, Via, one
+/// worker thread per proxy thread, no access log.
+fn start_reference(
+    reference: Reference,
+    binary: &Path,
+    backend: SocketAddr,
+    threads: usize,
+    out: &Path,
+    plan: &CpuPlan,
+) -> Result<Proxy, CompareError> {
+    let port = procs::free_port().map_err(setup("free port"))?;
+    let name = reference.name();
+    let config_path = out.join(format!("{name}.conf"));
+    let (config, args) = match reference {
+        Reference::Nginx => (
+            format!(
+                "daemon off; master_process off; worker_processes {threads}; pid {pid}; error_log stderr error;\n\
+                 events {{ worker_connections 10000; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
+                 upstream backend {{ server {backend}; keepalive 64; }}\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
+                 proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+                 proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Forwarded-Host $host;\n\
+                 add_header Via \"1.1 nginx\";\n    }}\n  }}\n}}\n",
+                pid = out.join("nginx.pid").display()
+            ),
+            vec![
+                "-c".to_owned(),
+                config_path.display().to_string(),
+                "-e".to_owned(),
+                "stderr".to_owned(),
+            ],
+        ),
+        Reference::Haproxy => (
+            [
+                "global".to_owned(),
+                format!("  nbthread {threads}"),
+                // Within a 20,000 file-descriptor limit: two per connection.
+                "  maxconn 5000".to_owned(),
+                "defaults".to_owned(),
+                "  mode http".to_owned(),
+                "  timeout connect 1s".to_owned(),
+                "  timeout client 60s".to_owned(),
+                "  timeout server 30s".to_owned(),
+                "  option http-keep-alive".to_owned(),
+                "  http-reuse always".to_owned(),
+                "frontend compare".to_owned(),
+                format!("  bind 127.0.0.1:{port}"),
+                "  option forwardfor".to_owned(),
+                "  http-request set-header X-Forwarded-Proto http".to_owned(),
+                "  http-request set-header X-Forwarded-Host %[req.hdr(host)]".to_owned(),
+                "  http-response add-header Via \"1.1 haproxy\"".to_owned(),
+                "  default_backend backend".to_owned(),
+                "backend backend".to_owned(),
+                format!("  server b1 {backend}"),
+                String::new(),
+            ]
+            .join("\n"),
+            vec!["-f".to_owned(), config_path.display().to_string(), "-db".to_owned()],
+        ),
+    };
+    std::fs::write(&config_path, config).map_err(|source| CompareError::Write {
+        path: config_path.clone(),
+        source,
+    })?;
+    launch(name, binary, &args, port, plan)
 }
 
 /// Whether one GET through `addr` gets a 200.

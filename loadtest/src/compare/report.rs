@@ -6,11 +6,20 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::summary::{merged, table};
+use super::summary::{merged, table, targets};
 use super::{cpu_per_thousand, Results};
 
-/// Targets in the chart, with their colours.
-const SERIES: [(&str, &str); 3] = [("tailcut", "#c0392b"), ("goproxy", "#2471a3"), ("direct", "#7f8c8d")];
+/// The colour of each target's curve.
+fn colour(target: &str) -> &'static str {
+    match target {
+        "tailcut" => "#c0392b",
+        "goproxy" => "#2471a3",
+        "direct" => "#7f8c8d",
+        "nginx" => "#27ae60",
+        "haproxy" => "#8e44ad",
+        _ => "#d68910",
+    }
+}
 
 /// The whole page.
 pub fn html(results: &Results) -> String {
@@ -155,9 +164,9 @@ fn spectrum_svg(results: &Results) -> String {
     const BOTTOM: f64 = 40.0;
     const TOP: f64 = 15.0;
     const RIGHT: f64 = 120.0;
-    let curves: Vec<Curve> = SERIES
-        .iter()
-        .map(|&(name, colour)| (name, colour, points(&merged(results, name))))
+    let curves: Vec<Curve> = targets(results)
+        .into_iter()
+        .map(|name| (name, colour(name), points(&merged(results, name))))
         .collect();
     let values = curves.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y));
     let (mut lo, mut hi) = (f64::MAX, f64::MIN);

@@ -9,7 +9,16 @@ use super::{cpu_per_thousand, valid_histograms, CompareError, Results, QUANTILES
 use crate::histograms::{hgrm, new_histogram, supported_quantile};
 use crate::result::format_micros;
 
-const TARGETS: [&str; 3] = ["tailcut", "goproxy", "direct"];
+/// Every target of `results` in column order: the proxies (tailcut, Go,
+/// then the reference proxies that were installed), then `direct`.
+pub fn targets(results: &Results) -> Vec<&str> {
+    results
+        .proxies
+        .iter()
+        .map(|p| p.proxy.as_str())
+        .chain(std::iter::once("direct"))
+        .collect()
+}
 
 /// Writes `results.json`, then the files rendered from it.
 pub fn write(results: &Results, out: &Path) -> Result<(), CompareError> {
@@ -26,7 +35,7 @@ pub fn render(results: &Results, out: &Path) -> Result<(), CompareError> {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(|source| CompareError::Write { path, source })
     };
-    for target in TARGETS {
+    for target in targets(results) {
         write(&format!("{target}.hgrm"), hgrm(&merged(results, target)))?;
     }
     let table = table(results);
@@ -57,7 +66,9 @@ pub fn table(results: &Results) -> String {
         results.proxy_threads,
         results.plan.describe().replace('\n', "; ")
     );
-    for target in TARGETS {
+    let targets = targets(results);
+    let proxies = &targets[..targets.len() - 1];
+    for &target in &targets {
         let trials = results.trials.iter().filter(|t| t.target == target).count();
         let valid = results
             .trials
@@ -67,11 +78,11 @@ pub fn table(results: &Results) -> String {
         let _ = writeln!(out, "{target:>8}: {valid} of {trials} trials valid");
     }
     let _ = write!(out, "\n{:<26}", "figure");
-    for target in TARGETS {
+    for target in &targets {
         let _ = write!(out, "{target:>14}");
     }
     let _ = writeln!(out);
-    let histograms: Vec<_> = TARGETS.iter().map(|t| merged(results, t)).collect();
+    let histograms: Vec<_> = targets.iter().map(|t| merged(results, t)).collect();
     for quantile in QUANTILES {
         let _ = write!(out, "{:<26}", format!("latency p{}", quantile * 100.0));
         for h in &histograms {
@@ -82,8 +93,8 @@ pub fn table(results: &Results) -> String {
     }
     for quantile in [0.5, 0.99] {
         let _ = write!(out, "{:<26}", format!("added over direct p{}", quantile * 100.0));
-        let direct = supported_quantile(&histograms[2], quantile);
-        for h in &histograms[..2] {
+        let direct = supported_quantile(&histograms[proxies.len()], quantile);
+        for h in &histograms[..proxies.len()] {
             let cell = match (supported_quantile(h, quantile), direct) {
                 (Some(p), Some(d)) => format!("{:.3} ms", (p as f64 - d as f64) / 1000.0),
                 _ => "unsupported".into(),
@@ -99,7 +110,7 @@ pub fn table(results: &Results) -> String {
         }
         let _ = writeln!(out);
     };
-    let per_proxy = |f: &dyn Fn(&str) -> String| TARGETS[..2].iter().map(|t| f(t)).collect::<Vec<_>>();
+    let per_proxy = |f: &dyn Fn(&str) -> String| proxies.iter().map(|t| f(t)).collect::<Vec<_>>();
     row(
         &mut out,
         "saturation req/s",

@@ -54,10 +54,15 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
         assert!(hgrm.contains("Total count"), "{hgrm}");
     }
     assert_eq!(results["verdicts"].as_array().map(Vec::len), Some(5));
+    // tailcut and Go always; nginx and HAProxy too where they are installed.
+    let proxies = results["proxies"].as_array().expect("proxies");
+    let names: Vec<_> = proxies.iter().map(|p| p["proxy"].as_str().unwrap_or("")).collect();
+    assert_eq!(names[..2], ["tailcut", "goproxy"]);
+    assert!(names[2..].iter().all(|n| ["nginx", "haproxy"].contains(n)), "{names:?}");
     let saturation = results["saturation"].as_array().expect("saturation");
-    assert_eq!(saturation.len(), 2);
+    assert_eq!(saturation.len(), proxies.len(), "one saturation run per proxy");
     assert!(saturation.iter().all(|s| s["achieved_rate"].as_f64() > Some(0.0)));
-    for proxy in results["proxies"].as_array().expect("proxies") {
+    for proxy in proxies {
         assert!(proxy["binary_bytes"].as_u64() > Some(0), "{proxy}");
         assert!(proxy["peak_rss_kib"].as_u64() > Some(0), "{proxy}");
         assert!(proxy["startup_ms"].as_f64() > Some(0.0), "{proxy}");
