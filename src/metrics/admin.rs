@@ -11,7 +11,6 @@
 //! default) and shares nothing with the request path but [`Metrics`].
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,13 +70,6 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: Cancellati
         });
     }
     ticker.abort();
-}
-
-/// Binds the admin address; a failure names the address.
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|err| std::io::Error::new(err.kind(), format!("admin listener {address}: {err}")))
 }
 
 fn answer(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -63,7 +63,7 @@ impl Server {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let admin = admin::bind(config.admin.address).await.map_err(|source| BindError {
+        let admin = listener::bind(config.admin.address).map_err(|source| BindError {
             name: "admin".into(),
             address: config.admin.address,
             source,
@@ -80,11 +80,6 @@ impl Server {
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.config.admin.address)
-    }
-
-    /// The metrics this server records into.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// The bound address of each listener, by name (the real port when the

@@ -200,8 +200,8 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         &scenario.backend.delay,
     ]
     .map(String::from);
-    let _backend = Running::start("backend", &me, &backend_args, &plan.load, &plan, &[])
-        .map_err(setup("start tailcut-load backend"))?;
+    let _backend =
+        Running::start(&me, &backend_args, &plan.load, &plan, &[]).map_err(setup("start tailcut-load backend"))?;
     if !procs::wait_for_port(backend_addr, Duration::from_secs(10)) {
         return Err(CompareError::Setup(format!("backend did not listen on {backend_addr}")));
     }
@@ -401,7 +401,7 @@ fn launch(
     plan: &CpuPlan,
 ) -> Result<Proxy, CompareError> {
     let started = Instant::now();
-    let process = Running::start(name, binary, args, &plan.proxies, plan, &[])
+    let process = Running::start(binary, args, &plan.proxies, plan, &[])
         .map_err(|err| CompareError::Setup(format!("start {}: {err}", binary.display())))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = started + Duration::from_secs(20);

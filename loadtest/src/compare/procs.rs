@@ -65,8 +65,6 @@ impl CpuPlan {
 /// A child process, killed when dropped.
 #[derive(Debug)]
 pub struct Running {
-    /// Its name in reports.
-    pub name: String,
     child: Child,
 }
 
@@ -74,7 +72,6 @@ impl Running {
     /// Starts `program args` on `cpus`, with `env` added. Pinned before exec,
     /// so tokio and Go size themselves from the pinned affinity mask.
     pub fn start(
-        name: &str,
         program: &Path,
         args: &[String],
         cpus: &str,
@@ -95,7 +92,6 @@ impl Running {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         Ok(Running {
-            name: name.to_owned(),
             child: command.spawn()?,
         })
     }
@@ -103,11 +99,6 @@ impl Running {
     /// Its process id (taskset execs the program, so the pid is the program's).
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 }
 
