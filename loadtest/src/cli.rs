@@ -68,7 +68,7 @@ pub struct CompareArgs {
     /// The scenario (TOML).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/default.toml"))]
     pub scenario: PathBuf,
-    /// Where results.json, summary.txt and the .hgrm files go.
+    /// Where results.json, report.html, summary.txt and the .hgrm files go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/compare"))]
     pub out: PathBuf,
     /// Use this tailcut binary instead of building one.
@@ -77,6 +77,14 @@ pub struct CompareArgs {
     /// Use this Go proxy binary instead of building one.
     #[arg(long)]
     pub goproxy: Option<PathBuf>,
+    /// The long run: three times the rounds and every window, plus clean
+    /// build times.
+    #[arg(long)]
+    pub full: bool,
+    /// Time a clean build of tailcut and of the Go proxy first (a few
+    /// minutes on two cores).
+    #[arg(long)]
+    pub build_times: bool,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {

@@ -182,6 +182,8 @@ fn compare_command(args: CompareArgs) -> anyhow::Result<u8> {
         out: args.out,
         tailcut: args.tailcut,
         goproxy: args.goproxy,
+        full: args.full,
+        build_times: args.build_times || args.full,
     };
     compare::compare(&options)?;
     eprintln!("results in {}", options.out.display());

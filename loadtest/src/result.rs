@@ -161,6 +161,25 @@ pub struct RunResult {
     pub verdict: Verdict,
     /// The histograms.
     pub histograms: EncodedHistograms,
+    /// Each second of the run, warm-up included, in order (empty for a
+    /// merged result: generators' seconds do not line up).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seconds: Vec<Second>,
+}
+
+/// One second of a run: what completed in it and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the run's start (warm-up included).
+    pub second: u64,
+    /// Responses completed in this second.
+    pub completed: u64,
+    /// Corrected latency of those responses, us: median.
+    pub p50_us: u64,
+    /// 99th percentile, us.
+    pub p99_us: u64,
+    /// Largest, us.
+    pub max_us: u64,
 }
 
 /// The decoded histograms of a result.
@@ -234,6 +253,8 @@ pub struct Measured {
     pub status: StatusClasses,
     /// Histograms.
     pub histograms: Decoded,
+    /// Each second of the run.
+    pub seconds: Vec<Second>,
 }
 
 impl RunResult {
@@ -271,6 +292,7 @@ impl RunResult {
             thresholds,
             verdict,
             histograms: measured.histograms.encode(),
+            seconds: measured.seconds,
         }
     }
 
@@ -331,6 +353,7 @@ impl RunResult {
             errors,
             status,
             histograms,
+            seconds: Vec::new(),
         };
         let mut merged = RunResult::new(measured, first.thresholds);
         if !reasons.is_empty() {
@@ -574,6 +597,7 @@ mod tests {
             errors: Errors::default(),
             status,
             histograms,
+            seconds: Vec::new(),
         }
     }
 

@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::histograms::new_histogram;
 use crate::http1;
-use crate::result::{Decoded, Errors, Measured, RunResult, StatusClasses, Thresholds};
+use crate::result::{Decoded, Errors, Measured, RunResult, Second, StatusClasses, Thresholds};
 use crate::schedule::{Arrivals, Schedule};
 use crate::timing::{micros, wait_until, StallMonitor};
 
@@ -145,6 +145,8 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
             .map_err(|_| RunError::Generator("a generator thread panicked".into()))?;
     }
     intervals.finish();
+    let mut seconds = std::mem::take(&mut intervals.seconds);
+    seconds.sort_by_key(|s| s.second);
     let stalls = monitor.stop();
 
     let mut histograms = Decoded::new();
@@ -187,6 +189,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
         errors,
         status,
         histograms,
+        seconds,
     };
     Ok(RunResult::new(measured, config.thresholds))
 }
@@ -650,6 +653,8 @@ struct Intervals {
     progress: Progress,
     bar: Option<indicatif::ProgressBar>,
     total_seconds: u64,
+    /// Every second emitted so far, in order.
+    seconds: Vec<Second>,
 }
 
 impl Intervals {
@@ -693,6 +698,7 @@ impl Intervals {
             progress: config.progress,
             bar,
             total_seconds,
+            seconds: Vec::new(),
         })
     }
 
@@ -709,6 +715,13 @@ impl Intervals {
     }
 
     fn emit(&mut self, second: u64, completed: u64, histogram: &Histogram<u64>) {
+        self.seconds.push(Second {
+            second,
+            completed,
+            p50_us: histogram.value_at_quantile(0.5),
+            p99_us: histogram.value_at_quantile(0.99),
+            max_us: histogram.max(),
+        });
         let p99 = if !histogram.is_empty() {
             crate::result::format_micros(histogram.value_at_quantile(0.99))
         } else {

@@ -1,32 +1,45 @@
 //! `tailcut-load compare`: tailcut and its Go equivalent under the same
 //! load, on the same machine, in one run.
 //!
-//! The method: find or build both proxies; start `tailcut-load backend` and
-//! both proxies pinned before exec (proxies alone on their CPUs, with equal
-//! thread counts; generator and backend elsewhere); then rounds of
-//! interleaved open-loop trials at the scenario's rate (tailcut, Go, direct
-//! to the backend, the order rotating each round), each judged by the run
-//! verdict, an invalid trial kept out of the figures; then a saturation run
-//! per proxy. Debian's nginx and HAProxy, when installed, run as reference
-//! columns in front of the same backend, pinned like the proxies. Percentile differences get bootstrap intervals over trials
-//! ([`stats`]).
+//! The method, in order:
 //!
-//! - [`scenario`]: the TOML scenario.
-//! - [`procs`]: the CPU plan, pinned processes, `/proc` samples.
-//! - [`stats`]: bootstrap intervals and verdicts.
-//! - [`summary`]: the results file, `.hgrm` files and the terminal table.
-//! - [`report`]: `report.html`, self-contained, with an SVG spectrum.
+//! 1. find or build both proxies, measuring their binaries and, when asked,
+//!    their clean build times ([`build`]);
+//! 2. start `tailcut-load backend` and every proxy pinned before exec:
+//!    proxies alone on their CPUs with equal thread counts, generator and
+//!    backend elsewhere ([`procs`]); Debian's nginx and HAProxy, when
+//!    installed, as reference columns doing the same job ([`targets`]);
+//! 3. rounds of interleaved open-loop trials at the scenario's rate
+//!    (tailcut, Go, the references, direct to the backend; the order
+//!    rotating each round), each judged by the run verdict, an invalid trial
+//!    kept out of every figure; the Go proxy's GC cycles read from its
+//!    runtime trace ([`gc`]);
+//! 4. a saturation run per proxy;
+//! 5. the rate sweep: tailcut and Go at the same absolute rates and at the
+//!    same fractions of their own saturation ([`sweep`]);
+//! 6. RSS per idle keep-alive connection ([`idle`]);
+//! 7. bootstrap intervals on percentile differences over trials
+//!    ([`stats`]); `results.json`, `.hgrm` files and the terminal table
+//!    ([`summary`]); `report.html` ([`report`]).
+//!
+//! [`scenario`] reads the TOML scenario that sets all of it.
 
+pub mod build;
+pub mod charts;
+pub mod gc;
+pub mod idle;
 pub mod procs;
 pub mod report;
 pub mod scenario;
 pub mod stats;
 pub mod summary;
+pub mod sweep;
+pub mod targets;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -38,6 +51,7 @@ use crate::schedule::Arrivals;
 use crate::timing::micros;
 use procs::{CpuPlan, Running};
 use scenario::Scenario;
+use targets::{Proxy, Reference};
 
 /// The percentiles compared, as quantiles.
 pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
@@ -53,6 +67,11 @@ pub struct Options {
     pub tailcut: Option<PathBuf>,
     /// A Go proxy binary to use instead of building one.
     pub goproxy: Option<PathBuf>,
+    /// Three times the rounds and windows ([`Scenario::full`]), and clean
+    /// build times.
+    pub full: bool,
+    /// Time a clean build of each proxy first.
+    pub build_times: bool,
 }
 
 /// Why a comparison could not run.
@@ -93,6 +112,9 @@ pub struct Trial {
     pub proxy_cpu_s: Option<f64>,
     /// The proxy's RSS at the end of the trial, KiB.
     pub proxy_rss_kib: Option<u64>,
+    /// The Go proxy's GC cycles during the trial (none for the others).
+    #[serde(default)]
+    pub gc: Option<gc::GcActivity>,
     /// What the generator measured.
     pub result: RunResult,
 }
@@ -117,7 +139,8 @@ pub struct ProxyFacts {
     pub binary_bytes: u64,
     /// Process start to the first request served through it, milliseconds.
     pub startup_ms: f64,
-    /// Peak RSS over the whole comparison, KiB.
+    /// Peak RSS over the trials, saturation and sweep (before the idle
+    /// phase), KiB.
     pub peak_rss_kib: u64,
 }
 
@@ -155,20 +178,26 @@ pub struct Results {
     pub saturation: Vec<Saturation>,
     /// tailcut against Go, per percentile, over valid trials.
     pub verdicts: Vec<PercentileVerdict>,
-}
-
-/// A proxy under comparison, running.
-struct Proxy {
-    name: &'static str,
-    binary: PathBuf,
-    process: Running,
-    addr: SocketAddr,
-    startup: Duration,
+    /// The rate sweep, in the order run.
+    #[serde(default)]
+    pub sweep: Vec<sweep::SweepPoint>,
+    /// RSS per idle connection, per proxy.
+    #[serde(default)]
+    pub idle: Vec<idle::IdleMemory>,
+    /// Binary sizes: tailcut's speed and size profiles, the stripped Go build.
+    #[serde(default)]
+    pub binaries: Vec<build::BinarySize>,
+    /// Clean build times, when measured (`--build-times`).
+    #[serde(default)]
+    pub build_times: Vec<build::BuildTime>,
 }
 
 /// Runs the comparison and writes its results under `options.out`.
 pub fn compare(options: &Options) -> Result<Results, CompareError> {
-    let scenario = Scenario::load(&options.scenario)?;
+    let mut scenario = Scenario::load(&options.scenario)?;
+    if options.full {
+        scenario = scenario.full();
+    }
     std::fs::create_dir_all(&options.out).map_err(|source| CompareError::Write {
         path: options.out.clone(),
         source,
@@ -177,14 +206,21 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     let plan = CpuPlan::new(cpus, scenario.proxy_threads);
     eprintln!("{}", plan.describe());
 
-    let tailcut_binary = match &options.tailcut {
-        Some(path) => path.clone(),
-        None => build_tailcut()?,
-    };
-    let go_binary = match &options.goproxy {
-        Some(path) => path.clone(),
-        None => build_goproxy(&options.out)?,
-    };
+    let binaries = build::prepare(
+        options.tailcut.as_deref(),
+        options.goproxy.as_deref(),
+        &options.out,
+        options.build_times,
+    )?;
+    for size in &binaries.sizes {
+        eprintln!("{:>10.1} MB  {}", size.bytes as f64 / 1e6, size.name);
+    }
+    for build in &binaries.build_times {
+        eprintln!(
+            "clean build {:>8}: {:.1} s ({})",
+            build.proxy, build.seconds, build.command
+        );
+    }
 
     let backend_port = procs::free_port().map_err(setup("free port"))?;
     let backend_addr = SocketAddr::from(([127, 0, 0, 1], backend_port));
@@ -200,24 +236,31 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         &scenario.backend.delay,
     ]
     .map(String::from);
-    let _backend =
-        Running::start(&me, &backend_args, &plan.load, &plan, &[]).map_err(setup("start tailcut-load backend"))?;
+    let _backend = Running::start(&me, &backend_args, &plan.load, &plan, &[], None)
+        .map_err(setup("start tailcut-load backend"))?;
     if !procs::wait_for_port(backend_addr, Duration::from_secs(10)) {
         return Err(CompareError::Setup(format!("backend did not listen on {backend_addr}")));
     }
 
     let threads = scenario.proxy_threads.to_string();
     let mut proxies = Vec::new();
-    for (name, binary) in [("tailcut", &tailcut_binary), ("goproxy", &go_binary)] {
-        proxies.push(start_proxy(name, binary, backend_addr, &threads, &options.out, &plan)?);
+    for (name, binary) in [("tailcut", &binaries.tailcut), ("goproxy", &binaries.goproxy)] {
+        proxies.push(targets::start_proxy(
+            name,
+            binary,
+            backend_addr,
+            &threads,
+            &options.out,
+            &plan,
+        )?);
     }
     for reference in [Reference::Nginx, Reference::Haproxy] {
         let name = reference.name();
-        let Some(binary) = find_program(name) else {
+        let Some(binary) = targets::find_program(name) else {
             eprintln!("{name} is not installed: no {name} column");
             continue;
         };
-        match start_reference(
+        match targets::start_reference(
             reference,
             &binary,
             backend_addr,
@@ -232,6 +275,7 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
 
     // The generator runs in this process: pinned here, before its threads start.
     procs::pin_self(&plan.load, &plan);
+    let mut gc_trace = gc::TraceReader::default();
 
     let mut trials = Vec::new();
     let targets: Vec<(&str, SocketAddr)> = proxies
@@ -243,33 +287,26 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         for k in 0..targets.len() {
             let (name, addr) = targets[(k + round - 1) % targets.len()];
             let proxy = proxies.iter().find(|p| p.name == name);
-            let before = proxy.map(|p| procs::sample(p.process.pid()));
             let config = trial_config(&scenario, addr, scenario.load.rate, scenario.load.connections, round)?;
-            let result = run::execute(&config).map_err(|source| CompareError::Run {
-                target: name.to_owned(),
-                source,
-            })?;
-            let after = proxy.map(|p| procs::sample(p.process.pid()));
+            let trial = observed_trial(name, round, &config, proxy, &mut gc_trace)?;
             eprintln!(
-                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}",
-                result.achieved_rate,
-                decoded_p99(&result),
-                if result.verdict.valid {
-                    String::new()
-                } else {
-                    format!(" INVALID: {}", result.verdict.reasons.join("; "))
-                }
+                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}{}",
+                trial.result.achieved_rate,
+                decoded_p99(&trial.result),
+                trial.gc.as_ref().map_or(String::new(), |gc| format!(
+                    ", {} GC cycles ({:.2} ms paused)",
+                    gc.cycles.len(),
+                    gc.pause_total_ms()
+                )),
+                invalid_note(&trial.result)
             );
-            trials.push(Trial {
-                target: name.to_owned(),
-                round,
-                proxy_cpu_s: before.zip(after).map(|(b, a)| a.cpu_s - b.cpu_s),
-                proxy_rss_kib: after.map(|a| a.rss_kib),
-                result,
-            });
+            trials.push(trial);
         }
     }
 
+    // Saturation: far more offered than one core serves, over a fixed set of
+    // connections, so each connection sends its next request as soon as its
+    // last is answered: a closed loop in effect.
     let mut saturation = Vec::new();
     if !scenario.load.saturation.is_zero() {
         for proxy in &proxies {
@@ -293,6 +330,37 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         }
     }
 
+    let mut sweep = Vec::new();
+    for step in sweep::steps(&scenario.sweep.fractions, &saturation, &["tailcut", "goproxy"]) {
+        let addr = match proxies.iter().find(|p| p.name == step.proxy) {
+            Some(proxy) => proxy.addr,
+            None => backend_addr,
+        };
+        let mut config = trial_config(&scenario, addr, step.offered, scenario.load.connections, 0)?;
+        config.duration = scenario.sweep.duration;
+        config.warmup = scenario.sweep.warmup;
+        let result = run::execute(&config).map_err(|source| CompareError::Run {
+            target: step.proxy.clone(),
+            source,
+        })?;
+        eprintln!(
+            "sweep {:>8} at {:.0} req/s ({}): p99 {} us{}",
+            step.proxy,
+            step.offered,
+            step.describe(),
+            decoded_p99(&result),
+            invalid_note(&result)
+        );
+        sweep.push(sweep::SweepPoint {
+            proxy: step.proxy,
+            basis: step.basis,
+            fraction: step.fraction,
+            offered: step.offered,
+            result,
+        });
+    }
+
+    // Before the idle phase, whose connections are a different load.
     let facts = proxies
         .iter()
         .map(|p| ProxyFacts {
@@ -303,6 +371,27 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
             peak_rss_kib: procs::sample(p.process.pid()).peak_rss_kib,
         })
         .collect();
+
+    let mut idle = Vec::new();
+    if scenario.idle.connections > 0 {
+        for proxy in &proxies {
+            let figure = idle::measure(proxy.name, proxy.process.pid(), proxy.addr, scenario.idle.connections);
+            eprintln!(
+                "idle {:>8}: {} connections, {}{}",
+                proxy.name,
+                figure.opened,
+                figure
+                    .per_connection_bytes()
+                    .map_or("-".into(), |b| format!("{:.1} KB RSS each", b / 1000.0)),
+                figure
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (stopped: {e})"))
+            );
+            idle.push(figure);
+        }
+    }
+
     let results = Results {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
@@ -314,224 +403,61 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         verdicts: verdicts(&trials),
         trials,
         saturation,
+        sweep,
+        idle,
+        binaries: binaries.sizes,
+        build_times: binaries.build_times,
     };
     summary::write(&results, &options.out)?;
     Ok(results)
 }
 
-fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> CompareError {
-    move |err| CompareError::Setup(format!("{what}: {err}"))
-}
-
-/// The workspace root (this crate lives in `loadtest/`).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn build_tailcut() -> Result<PathBuf, CompareError> {
-    eprintln!("building tailcut (cargo build --release --bin tailcut)");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--quiet", "--bin", "tailcut"])
-        .current_dir(workspace())
-        .status()
-        .map_err(setup("cargo"))?;
-    if !status.success() {
-        return Err(CompareError::Setup("cargo build of tailcut failed".into()));
-    }
-    Ok(workspace().join("target/release/tailcut"))
-}
-
-fn build_goproxy(out: &Path) -> Result<PathBuf, CompareError> {
-    eprintln!("building the Go proxy (go build -trimpath -ldflags=\"-s -w\")");
-    let binary = out.join("goproxy");
-    let status = Command::new("go")
-        .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(workspace().join("loadtest/goproxy"))
-        .status()
-        .map_err(setup("go (install Go 1.24 or newer)"))?;
-    if !status.success() {
-        return Err(CompareError::Setup("go build of the Go proxy failed".into()));
-    }
-    Ok(binary)
-}
-
-/// Starts a proxy in front of `backend` and times it to its first served request.
-fn start_proxy(
-    name: &'static str,
-    binary: &Path,
-    backend: SocketAddr,
-    threads: &str,
-    out: &Path,
-    plan: &CpuPlan,
-) -> Result<Proxy, CompareError> {
-    let port = procs::free_port().map_err(setup("free port"))?;
-    let admin = procs::free_port().map_err(setup("free port"))?;
-    let config = format!(
-        "[[listeners]]\nname = \"compare\"\naddress = \"127.0.0.1:{port}\"\n\n[[routes]]\nname = \"all\"\n\
-         upstream = \"backend\"\n\n[upstreams.backend]\nbackends = [\"{backend}\"]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n"
-    );
-    let config_path = out.join(format!("{name}.toml"));
-    std::fs::write(&config_path, config).map_err(|source| CompareError::Write {
-        path: config_path.clone(),
+/// Runs one trial of `target` (`proxy` is none for direct), sampling the
+/// proxy's `/proc` figures around it and, for the Go proxy, the GC cycles
+/// it ran.
+fn observed_trial(
+    target: &str,
+    round: usize,
+    config: &RunConfig,
+    proxy: Option<&Proxy>,
+    gc_trace: &mut gc::TraceReader,
+) -> Result<Trial, CompareError> {
+    let before = proxy.map(|p| procs::sample(p.process.pid()));
+    // Where the trial starts on the proxy's clock: `run` starts its
+    // schedule 50 ms after it is called.
+    let start_s = proxy.map(|p| p.started.elapsed().as_secs_f64() + 0.05);
+    let result = run::execute(config).map_err(|source| CompareError::Run {
+        target: target.to_owned(),
         source,
     })?;
-    let args = [
-        "run".to_owned(),
-        "--config".to_owned(),
-        config_path.display().to_string(),
-        "--workers".to_owned(),
-        threads.to_owned(),
-        "--log-level".to_owned(),
-        "warn".to_owned(),
-    ];
-    launch(name, binary, &args, port, plan)
-}
-
-/// Starts `binary args` on the proxies' CPUs and waits for its first
-/// request served on `port`, timing the start-up.
-fn launch(
-    name: &'static str,
-    binary: &Path,
-    args: &[String],
-    port: u16,
-    plan: &CpuPlan,
-) -> Result<Proxy, CompareError> {
-    let started = Instant::now();
-    let process = Running::start(binary, args, &plan.proxies, plan, &[])
-        .map_err(|err| CompareError::Setup(format!("start {}: {err}", binary.display())))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = started + Duration::from_secs(20);
-    while !served(addr) {
-        if Instant::now() > deadline {
-            return Err(CompareError::Setup(format!(
-                "{name} served nothing on {addr} within 20 s"
-            )));
+    let after = proxy.map(|p| procs::sample(p.process.pid()));
+    let gc = match (proxy.and_then(|p| p.stderr.as_deref()), start_s) {
+        (Some(trace), Some(start_s)) => {
+            let cycles = gc_trace.read_new(trace);
+            Some(gc::within(&cycles, start_s, result.warmup_s + result.duration_s))
         }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(Proxy {
-        name,
-        binary: binary.to_path_buf(),
-        process,
-        addr,
-        startup: started.elapsed(),
+        _ => None,
+    };
+    Ok(Trial {
+        target: target.to_owned(),
+        round,
+        proxy_cpu_s: before.zip(after).map(|(b, a)| a.cpu_s - b.cpu_s),
+        proxy_rss_kib: after.map(|a| a.rss_kib),
+        gc,
+        result,
     })
 }
 
-/// A reference proxy from Debian's packages.
-#[derive(Debug, Clone, Copy)]
-enum Reference {
-    Nginx,
-    Haproxy,
-}
-
-impl Reference {
-    fn name(self) -> &'static str {
-        match self {
-            Reference::Nginx => "nginx",
-            Reference::Haproxy => "haproxy",
-        }
+fn invalid_note(result: &RunResult) -> String {
+    if result.verdict.valid {
+        String::new()
+    } else {
+        format!(" INVALID: {}", result.verdict.reasons.join("; "))
     }
 }
 
-/// `program` on PATH, or in /usr/sbin and /sbin where Debian puts servers.
-fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Starts nginx or HAProxy doing the proxies' job: pooled keep-alive
-/// connections to the backend, X-Forwarded-For/-Proto/-Host, Via, one
-/// worker thread per proxy thread, no access log.
-fn start_reference(
-    reference: Reference,
-    binary: &Path,
-    backend: SocketAddr,
-    threads: usize,
-    out: &Path,
-    plan: &CpuPlan,
-) -> Result<Proxy, CompareError> {
-    let port = procs::free_port().map_err(setup("free port"))?;
-    let name = reference.name();
-    let config_path = out.join(format!("{name}.conf"));
-    let (config, args) = match reference {
-        Reference::Nginx => (
-            format!(
-                "daemon off; master_process off; worker_processes {threads}; pid {pid}; error_log stderr error;\n\
-                 events {{ worker_connections 10000; }}\n\
-                 http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
-                 upstream backend {{ server {backend}; keepalive 64; }}\n\
-                 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
-                 proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
-                 proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-                 proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Forwarded-Host $host;\n\
-                 add_header Via \"1.1 nginx\";\n    }}\n  }}\n}}\n",
-                pid = out.join("nginx.pid").display()
-            ),
-            vec![
-                "-c".to_owned(),
-                config_path.display().to_string(),
-                "-e".to_owned(),
-                "stderr".to_owned(),
-            ],
-        ),
-        Reference::Haproxy => (
-            [
-                "global".to_owned(),
-                format!("  nbthread {threads}"),
-                // Within a 20,000 file-descriptor limit: two per connection.
-                "  maxconn 5000".to_owned(),
-                "defaults".to_owned(),
-                "  mode http".to_owned(),
-                "  timeout connect 1s".to_owned(),
-                "  timeout client 60s".to_owned(),
-                "  timeout server 30s".to_owned(),
-                "  option http-keep-alive".to_owned(),
-                "  http-reuse always".to_owned(),
-                "frontend compare".to_owned(),
-                format!("  bind 127.0.0.1:{port}"),
-                "  option forwardfor".to_owned(),
-                "  http-request set-header X-Forwarded-Proto http".to_owned(),
-                "  http-request set-header X-Forwarded-Host %[req.hdr(host)]".to_owned(),
-                "  http-response add-header Via \"1.1 haproxy\"".to_owned(),
-                "  default_backend backend".to_owned(),
-                "backend backend".to_owned(),
-                format!("  server b1 {backend}"),
-                String::new(),
-            ]
-            .join("\n"),
-            vec!["-f".to_owned(), config_path.display().to_string(), "-db".to_owned()],
-        ),
-    };
-    std::fs::write(&config_path, config).map_err(|source| CompareError::Write {
-        path: config_path.clone(),
-        source,
-    })?;
-    launch(name, binary, &args, port, plan)
-}
-
-/// Whether one GET through `addr` gets a 200.
-fn served(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: compare\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> CompareError {
+    move |err| CompareError::Setup(format!("{what}: {err}"))
 }
 
 fn trial_config(

@@ -69,14 +69,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts `program args` on `cpus`, with `env` added. Pinned before exec,
-    /// so tokio and Go size themselves from the pinned affinity mask.
+    /// Starts `program args` on `cpus`, with `env` added and stderr into
+    /// the file `stderr` (discarded if none). Pinned before exec, so tokio
+    /// and Go size themselves from the pinned affinity mask.
     pub fn start(
         program: &Path,
         args: &[String],
         cpus: &str,
         plan: &CpuPlan,
         env: &[(&str, &str)],
+        stderr: Option<&Path>,
     ) -> std::io::Result<Running> {
         let mut command = if plan.pinned {
             let mut command = Command::new("taskset");
@@ -90,7 +92,10 @@ impl Running {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(match stderr {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::null(),
+            });
         Ok(Running {
             child: command.spawn()?,
         })

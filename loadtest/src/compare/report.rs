@@ -4,22 +4,11 @@
 
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
-
-use super::summary::{merged, table, targets};
-use super::{cpu_per_thousand, Results};
-
-/// The colour of each target's curve.
-fn colour(target: &str) -> &'static str {
-    match target {
-        "tailcut" => "#c0392b",
-        "goproxy" => "#2471a3",
-        "direct" => "#7f8c8d",
-        "nginx" => "#27ae60",
-        "haproxy" => "#8e44ad",
-        _ => "#d68910",
-    }
-}
+use super::summary::{idle_per_connection, rss_after_trials, table};
+use super::sweep;
+use super::{charts, cpu_per_thousand, Results};
+use crate::histograms::supported_quantile;
+use crate::result::format_micros;
 
 /// The whole page.
 pub fn html(results: &Results) -> String {
@@ -43,12 +32,16 @@ pub fn html(results: &Results) -> String {
         "<h2>Latency spectrum</h2>\n<p>Latency from each request's intended send time (corrected for coordinated \
          omission), valid trials merged; the horizontal axis is 1/(1&minus;p), so each step right is one more nine.</p>"
     );
-    page.push_str(&spectrum_svg(results));
+    page.push_str(&charts::spectrum(results));
+    timeline(&mut page, results);
+    sweep(&mut page, results);
     let _ = writeln!(
         page,
         "<h2>Figures and verdicts</h2>\n<pre>{}</pre>",
         escape(&table(results))
     );
+    memory(&mut page, results);
+    binaries(&mut page, results);
     trials(&mut page, results);
     let _ = writeln!(
         page,
@@ -73,10 +66,14 @@ fn claims(page: &mut String, results: &Results) {
             .map(|s| s.achieved_rate)
     };
     let fact = |p: &str| results.proxies.iter().find(|f| f.proxy == p);
+    let cpu = |p: &str| cpu_per_thousand(&results.trials, p).map_or("-".into(), |c| format!("{c:.4} s"));
     let ceiling = match (saturation("tailcut"), saturation("goproxy")) {
         (Some(t), Some(g)) if g > 0.0 => format!(
-            "tailcut served {:.2}x Go's requests/s at saturation ({t:.0} vs {g:.0}); one run each, no interval",
-            t / g
+            "tailcut served {:.2}x Go's requests/s at saturation ({t:.0} vs {g:.0}; one run each, no interval); \
+             CPU per 1000 requests at the trial rate {} vs {}",
+            t / g,
+            cpu("tailcut"),
+            cpu("goproxy"),
         ),
         _ => "not measured in this run".into(),
     };
@@ -88,33 +85,66 @@ fn claims(page: &mut String, results: &Results) {
         .collect::<Vec<_>>()
         .join("; ");
     let memory = match (fact("tailcut"), fact("goproxy")) {
-        (Some(t), Some(g)) => format!(
-            "peak RSS {:.1} MB for tailcut, {:.1} MB for Go; CPU per 1000 requests {} vs {}",
-            t.peak_rss_kib as f64 / 1024.0,
-            g.peak_rss_kib as f64 / 1024.0,
-            cpu_per_thousand(&results.trials, "tailcut").map_or("-".into(), |c| format!("{c:.4} s")),
-            cpu_per_thousand(&results.trials, "goproxy").map_or("-".into(), |c| format!("{c:.4} s")),
+        (Some(t), Some(g)) => {
+            let steady = |p: &str| {
+                rss_after_trials(&results.trials, p).map_or("-".into(), |(median, lo, hi)| {
+                    format!("{:.1} MB ({:.1}-{:.1})", mb(median), mb(lo), mb(hi))
+                })
+            };
+            let idle = |p: &str| idle_per_connection(results, p);
+            format!(
+                "peak RSS {:.1} MB for tailcut, {:.1} MB for Go; RSS after each trial (median, range) {} vs {}; \
+                 RSS per idle connection {} vs {}",
+                mb(t.peak_rss_kib),
+                mb(g.peak_rss_kib),
+                steady("tailcut"),
+                steady("goproxy"),
+                idle("tailcut"),
+                idle("goproxy")
+            )
+        }
+        _ => "not measured".into(),
+    };
+    let size_of = |prefix: &str| {
+        results
+            .binaries
+            .iter()
+            .find(|b| b.name.starts_with(prefix))
+            .map(|b| b.bytes as f64 / 1e6)
+    };
+    let size = match (
+        size_of("tailcut (size profile"),
+        size_of("tailcut (speed profile"),
+        size_of("goproxy"),
+    ) {
+        (Some(small), Some(speed), Some(go)) => format!(
+            "tailcut's size profile {small:.1} MB vs Go stripped {go:.1} MB ({:.2}x); tailcut's speed profile {speed:.1} MB",
+            small / go
+        ),
+        (None, Some(speed), Some(go)) => format!(
+            "tailcut's speed profile {speed:.1} MB vs Go stripped {go:.1} MB; the size profile was not built \
+             (a tailcut binary was given)"
         ),
         _ => "not measured".into(),
     };
-    let size = match (fact("tailcut"), fact("goproxy")) {
-        (Some(t), Some(g)) => format!(
-            "{:.1} MB tailcut (the binary that ran) vs {:.1} MB Go (as built); the size-tuned profile is not built by this run",
-            t.binary_bytes as f64 / 1e6,
-            g.binary_bytes as f64 / 1e6
+    let build = |p: &str| results.build_times.iter().find(|b| b.proxy == p).map(|b| b.seconds);
+    let builds = match (build("tailcut"), build("goproxy")) {
+        (Some(t), Some(g)) if g > 0.0 => format!(
+            "clean builds: Go {g:.1} s, tailcut {t:.1} s; Go built {:.1}x faster",
+            t / g
         ),
-        _ => "not measured".into(),
+        _ => "not measured in this run (`tailcut-load compare --build-times` or `--full` measures it)".into(),
     };
     let rows = [
         ("1. A higher performance ceiling", ceiling),
         ("2. More predictable tail latency", tail),
         ("3. Lower and steadier memory", memory),
         ("4. A smaller binary when tuned", size),
-        ("5. Go builds faster", "not measured by this version of compare".into()),
+        ("5. Go builds faster", builds),
     ];
     let _ = writeln!(
         page,
-        "<h2>Claims</h2>\n<table><tr><th>claim</th><th>what this run says</th></tr>"
+        "<h2>Claims</h2>\n<table><tr><th>claim</th><th style=\"text-align:left\">what this run says</th></tr>"
     );
     for (claim, verdict) in rows {
         let _ = writeln!(
@@ -126,137 +156,187 @@ fn claims(page: &mut String, results: &Results) {
     page.push_str("</table>\n");
 }
 
+fn mb(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Latency over time, and every Go trial's GC cycles.
+fn timeline(page: &mut String, results: &Results) {
+    page.push_str("<h2>Latency over time and Go's garbage collector</h2>\n");
+    match charts::timeline(results) {
+        Some(svg) => {
+            let round = charts::timeline_trials(results).map_or(0, |(t, _)| t.round);
+            let _ = writeln!(
+                page,
+                "<p>Round {round}: each second's p99 (solid) and maximum (dashed) latency of the tailcut and Go \
+                 trials; ticks along the bottom are the Go proxy's GC cycles from its runtime trace \
+                 (GODEBUG=gctrace=1), taller for longer stop-the-world pauses.</p>"
+            );
+            page.push_str(&svg);
+        }
+        None => page.push_str("<p>No round has a valid trial of both tailcut and Go to draw.</p>\n"),
+    }
+    let _ = writeln!(
+        page,
+        "<table><tr><th>Go trial</th><th>GC cycles</th><th>stop-the-world total</th><th>longest pause</th>\
+         <th>concurrent mark total</th><th>p99</th><th>max</th></tr>"
+    );
+    for trial in results.trials.iter().filter(|t| t.target == "goproxy") {
+        let Some(gc) = &trial.gc else { continue };
+        let (p99, max) = trial
+            .result
+            .decode()
+            .map_or((0, 0), |d| (d.corrected.value_at_quantile(0.99), d.corrected.max()));
+        let _ = writeln!(
+            page,
+            "<tr><td>round {}{}</td><td>{}</td><td>{:.2} ms</td><td>{:.3} ms</td><td>{:.1} ms</td><td>{}</td><td>{}</td></tr>",
+            trial.round,
+            if trial.result.verdict.valid { "" } else { " (invalid)" },
+            gc.cycles.len(),
+            gc.pause_total_ms(),
+            gc.pause_max_ms(),
+            gc.mark_total_ms(),
+            format_micros(p99),
+            format_micros(max)
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+/// The rate sweep: two charts and every trial.
+fn sweep(page: &mut String, results: &Results) {
+    page.push_str("<h2>Latency against offered load</h2>\n");
+    let Some(absolute) = charts::sweep(results, false) else {
+        page.push_str("<p>The scenario has no sweep.</p>\n");
+        return;
+    };
+    let _ = writeln!(
+        page,
+        "<p>Open-loop trials at fractions of saturation: at the same absolute rates (fractions of the slower \
+         proxy's saturation) and at the same fractions of each proxy's own saturation.</p>"
+    );
+    page.push_str(&absolute);
+    if let Some(relative) = charts::sweep(results, true) {
+        page.push_str(&relative);
+    }
+    let _ = writeln!(
+        page,
+        "<table><tr><th>target</th><th>rate</th><th>offered req/s</th><th>achieved req/s</th><th>p50</th>\
+         <th>p99</th><th>p99.9</th><th>verdict</th></tr>"
+    );
+    for point in &results.sweep {
+        let decoded = point.result.decode().ok();
+        let at = |q: f64| {
+            decoded
+                .as_ref()
+                .and_then(|d| supported_quantile(&d.corrected, q))
+                .map_or("unsupported".into(), format_micros)
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            escape(&point.proxy),
+            sweep::describe(&point.proxy, point.basis, point.fraction),
+            point.offered,
+            point.result.achieved_rate,
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            verdict(&point.result)
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+/// Memory per proxy: peak, after each trial, per idle connection.
+fn memory(page: &mut String, results: &Results) {
+    let _ = writeln!(
+        page,
+        "<h2>Memory</h2>\n<table><tr><th>proxy</th><th>peak RSS</th><th>RSS after trials: median</th>\
+         <th>min-max</th><th>idle connections held</th><th>RSS per idle connection</th></tr>"
+    );
+    for fact in &results.proxies {
+        let steady = rss_after_trials(&results.trials, &fact.proxy);
+        let idle = results.idle.iter().find(|i| i.proxy == fact.proxy);
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{:.1} MB</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&fact.proxy),
+            mb(fact.peak_rss_kib),
+            steady.map_or("-".into(), |(m, _, _)| format!("{:.1} MB", mb(m))),
+            steady.map_or("-".into(), |(_, lo, hi)| format!("{:.1}-{:.1} MB", mb(lo), mb(hi))),
+            idle.map_or("-".into(), |i| match &i.error {
+                Some(err) => format!("{} of {} ({})", i.opened, i.wanted, escape(err)),
+                None => i.opened.to_string(),
+            }),
+            idle_per_connection(results, &fact.proxy),
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+/// Binary sizes and clean build times.
+fn binaries(page: &mut String, results: &Results) {
+    let _ = writeln!(
+        page,
+        "<h2>Binaries and builds</h2>\n<table><tr><th>binary</th><th>size</th></tr>"
+    );
+    for size in &results.binaries {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{:.2} MB</td></tr>",
+            escape(&size.name),
+            size.bytes as f64 / 1e6
+        );
+    }
+    page.push_str("</table>\n");
+    if results.build_times.is_empty() {
+        page.push_str(
+            "<p>Clean build times were not measured in this run: <code>tailcut-load compare --build-times</code> \
+             (or <code>--full</code>) measures them.</p>\n",
+        );
+        return;
+    }
+    page.push_str("<table><tr><th>clean build</th><th>wall time</th></tr>\n");
+    for build in &results.build_times {
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{:.1} s</td></tr>",
+            escape(&build.command),
+            build.seconds
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+fn verdict(result: &crate::result::RunResult) -> String {
+    if result.verdict.valid {
+        "valid".to_owned()
+    } else {
+        format!(
+            "<span class=\"invalid\">INVALID: {}</span>",
+            escape(&result.verdict.reasons.join("; "))
+        )
+    }
+}
+
 fn trials(page: &mut String, results: &Results) {
     let _ = writeln!(
         page,
         "<h2>Trials</h2>\n<table><tr><th>round</th><th>target</th><th>achieved req/s</th><th>verdict</th></tr>"
     );
     for t in &results.trials {
-        let verdict = if t.result.verdict.valid {
-            "valid".to_owned()
-        } else {
-            format!(
-                "<span class=\"invalid\">INVALID: {}</span>",
-                escape(&t.result.verdict.reasons.join("; "))
-            )
-        };
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td style=\"text-align:left\">{verdict}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td style=\"text-align:left\">{}</td></tr>",
             t.round,
             escape(&t.target),
-            t.result.achieved_rate
+            t.result.achieved_rate,
+            verdict(&t.result)
         );
     }
     page.push_str("</table>\n");
-}
-
-/// One target's line: name, colour, and (nines, log10 us) points.
-type Curve<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
-
-/// Percentile spectrum: x = log10(1/(1-p)) from 0 (p0) to 5 (p99.999),
-/// y = log10(latency in us) over the data's decades.
-fn spectrum_svg(results: &Results) -> String {
-    // Canvas, and the margins around the plot (the legend sits on the right).
-    const W: f64 = 900.0;
-    const H: f64 = 420.0;
-    const LEFT: f64 = 70.0;
-    const BOTTOM: f64 = 40.0;
-    const TOP: f64 = 15.0;
-    const RIGHT: f64 = 120.0;
-    let curves: Vec<Curve> = targets(results)
-        .into_iter()
-        .map(|name| (name, colour(name), points(&merged(results, name))))
-        .collect();
-    let values = curves.iter().flat_map(|(_, _, p)| p.iter().map(|&(_, y)| y));
-    let (mut lo, mut hi) = (f64::MAX, f64::MIN);
-    for y in values {
-        lo = lo.min(y);
-        hi = hi.max(y);
-    }
-    if lo > hi {
-        (lo, hi) = (1.0, 4.0);
-    }
-    let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
-    let x = |nines: f64| LEFT + nines.min(5.0) / 5.0 * (W - LEFT - RIGHT);
-    let y = |log_us: f64| TOP + (hi - log_us) / (hi - lo) * (H - TOP - BOTTOM);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" \
-         role=\"img\" aria-label=\"latency by percentile\" font-size=\"12\">\n"
-    );
-    for (nines, label) in [
-        (0.0, "0%"),
-        (1.0, "90%"),
-        (2.0, "99%"),
-        (3.0, "99.9%"),
-        (4.0, "99.99%"),
-        (5.0, "99.999%"),
-    ] {
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{TOP}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{2:.1}\" \
-             text-anchor=\"middle\">{label}</text>",
-            x(nines),
-            H - BOTTOM,
-            H - BOTTOM + 16.0
-        );
-    }
-    let mut decade = lo;
-    while decade <= hi {
-        let us = 10f64.powf(decade);
-        let label = if us >= 1000.0 {
-            format!("{} ms", us / 1000.0)
-        } else {
-            format!("{us} us")
-        };
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{2:.1}\" y=\"{3:.1}\" \
-             text-anchor=\"end\">{label}</text>",
-            W - RIGHT,
-            y(decade),
-            LEFT - 6.0,
-            y(decade) + 4.0
-        );
-        decade += 1.0;
-    }
-    for (i, (name, colour, pts)) in curves.iter().enumerate() {
-        if !pts.is_empty() {
-            let path: Vec<String> = pts.iter().map(|&(n, v)| format!("{:.1},{:.1}", x(n), y(v))).collect();
-            let _ = writeln!(
-                svg,
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-                path.join(" ")
-            );
-        }
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{0:.1}\" y=\"{1:.1}\" width=\"14\" height=\"4\" fill=\"{colour}\"/><text x=\"{2:.1}\" y=\"{3:.1}\">{name}{4}</text>",
-            W - RIGHT + 12.0,
-            TOP + 10.0 + i as f64 * 20.0,
-            W - RIGHT + 32.0,
-            TOP + 15.0 + i as f64 * 20.0,
-            if pts.is_empty() { " (no valid trials)" } else { "" }
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
-}
-
-/// (nines, log10 us) along the distribution, up to the last supported percentile.
-fn points(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
-    if histogram.is_empty() {
-        return Vec::new();
-    }
-    // Beyond 1/(1-p) = samples/10 a percentile rests on fewer than 10 samples.
-    let max_nines = (histogram.len() as f64 / 10.0).log10().max(0.0);
-    histogram
-        .iter_quantiles(5)
-        .map(|v| (v.quantile_iterated_to(), v.value_iterated_to().max(1)))
-        .filter(|&(q, _)| q < 1.0)
-        .map(|(q, us)| ((1.0 / (1.0 - q)).log10(), (us as f64).log10()))
-        .filter(|&(nines, _)| nines <= max_nines)
-        .collect()
 }
 
 fn escape(text: &str) -> String {
@@ -271,9 +351,13 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::compare::build::{BinarySize, BuildTime};
+    use crate::compare::gc::{GcActivity, GcCycle};
+    use crate::compare::idle::IdleMemory;
     use crate::compare::procs::CpuPlan;
+    use crate::compare::sweep::{Basis, SweepPoint};
     use crate::compare::{ProxyFacts, Saturation, Trial};
-    use crate::result::{Decoded, Errors, Measured, RunResult, StatusClasses, Thresholds};
+    use crate::result::{Decoded, Errors, Measured, RunResult, Second, StatusClasses, Thresholds};
     use crate::schedule::Arrivals;
 
     /// A trial of `target` with 20,000 samples from `base_us` upward.
@@ -304,6 +388,15 @@ mod tests {
             errors: Errors::default(),
             status,
             histograms,
+            seconds: (0..11)
+                .map(|second| Second {
+                    second,
+                    completed: 2000,
+                    p50_us: base_us + 500,
+                    p99_us: base_us + 990 + second * 10,
+                    max_us: base_us + 2000,
+                })
+                .collect(),
         };
         let thresholds = Thresholds {
             rate_tolerance: 0.01,
@@ -320,7 +413,17 @@ mod tests {
             target: target.into(),
             round,
             proxy_cpu_s: (target != "direct").then_some(0.5),
-            proxy_rss_kib: (target != "direct").then_some(9000),
+            proxy_rss_kib: (target != "direct").then_some(9000 + round as u64 * 100),
+            gc: (target == "goproxy").then(|| GcActivity {
+                cycles: (0..4)
+                    .map(|k| GcCycle {
+                        at_s: 1.5 + k as f64 * 2.5,
+                        pause_ms: 0.05 * (k + 1) as f64,
+                        mark_ms: 1.0,
+                        heap_after_mb: 3.0,
+                    })
+                    .collect(),
+            }),
             result,
         }
     }
@@ -367,6 +470,69 @@ mod tests {
                 },
             ],
             verdicts: Vec::new(),
+            sweep: [
+                ("tailcut", Basis::Shared, 0.5, 7_500.0, 70, true),
+                ("tailcut", Basis::Own, 0.5, 16_500.0, 90, true),
+                ("goproxy", Basis::Own, 0.5, 7_500.0, 150, true),
+                ("tailcut", Basis::Own, 0.9, 29_700.0, 400, false),
+                ("goproxy", Basis::Own, 0.9, 13_500.0, 900, true),
+            ]
+            .into_iter()
+            .map(|(proxy, basis, fraction, offered, base_us, valid)| SweepPoint {
+                proxy: proxy.into(),
+                basis,
+                fraction,
+                offered,
+                result: trial(proxy, 0, base_us, valid).result,
+            })
+            .collect(),
+            idle: vec![
+                IdleMemory {
+                    proxy: "tailcut".into(),
+                    wanted: 100,
+                    opened: 100,
+                    rss_before_kib: 9000,
+                    rss_after_kib: 10_000,
+                    error: None,
+                },
+                IdleMemory {
+                    proxy: "goproxy".into(),
+                    wanted: 100,
+                    opened: 60,
+                    rss_before_kib: 20_000,
+                    rss_after_kib: 21_000,
+                    error: Some("connection 61: refused".into()),
+                },
+            ],
+            binaries: vec![
+                BinarySize {
+                    name: "tailcut (speed profile, the one that runs)".into(),
+                    path: "/bin/tailcut".into(),
+                    bytes: 22_700_000,
+                },
+                BinarySize {
+                    name: "tailcut (size profile: release-small)".into(),
+                    path: "/bin/tailcut-small".into(),
+                    bytes: 3_000_000,
+                },
+                BinarySize {
+                    name: "goproxy (-ldflags=\"-s -w\", the one that runs)".into(),
+                    path: "/bin/goproxy".into(),
+                    bytes: 11_500_000,
+                },
+            ],
+            build_times: vec![
+                BuildTime {
+                    proxy: "tailcut".into(),
+                    command: "cargo build".into(),
+                    seconds: 120.0,
+                },
+                BuildTime {
+                    proxy: "goproxy".into(),
+                    command: "go build".into(),
+                    seconds: 20.0,
+                },
+            ],
         };
         results.verdicts = crate::compare::verdicts(&results.trials);
         results
@@ -410,8 +576,30 @@ mod tests {
             assert!(page.contains(claim), "{claim} missing");
         }
         assert!(page.contains("tailcut served 2.20x Go"), "ceiling verdict");
-        // One curve per target, all with data.
-        assert_eq!(page.matches("<polyline").count(), 3);
+        assert!(
+            page.contains("size profile 3.0 MB vs Go stripped 11.5 MB (0.26x)"),
+            "size verdict"
+        );
+        assert!(page.contains("Go built 6.0x faster"), "build verdict");
+        // Steady memory: median and range of RSS after trials; idle growth per connection.
+        assert!(page.contains("9.0 MB (8.9-9.1)"), "steady RSS");
+        assert!(page.contains("RSS per idle connection 10.2 KB vs 17.1 KB"), "idle RSS");
+        assert!(page.contains("60 of 100 (connection 61: refused)"));
+        // Curves: the spectrum's three targets; p99 and max over time of
+        // tailcut and Go; the sweep's two proxies on both axes.
+        assert_eq!(page.matches("<polyline").count(), 3 + 4 + 2 + 2);
+        assert_eq!(page.matches("<svg").count(), 4);
+        // Go's GC: a tick per cycle of the drawn trial, a row per Go trial.
+        assert!(page.contains("Go GC cycle (4)"));
+        assert!(page.contains("<td>round 2</td><td>4</td><td>0.50 ms</td><td>0.200 ms</td><td>4.0 ms</td>"));
+        // The sweep: every point, the invalid one marked and not joined.
+        // (five points on the rate axis, the four own-basis ones on the fraction axis)
+        assert_eq!(page.matches("<circle").count(), 4 + 3);
+        assert_eq!(page.matches("<rect").count(), 1 + 1);
+        assert!(page.contains("hollow: invalid trial"));
+        assert!(page.contains(
+            "<td>tailcut</td><td style=\"text-align:left\">50% of the slower proxy's saturation</td><td>7500</td>"
+        ));
         assert!(!page.contains("no valid trials"));
         // The invalid trial is shown as invalid.
         assert!(page.contains("INVALID: the generator stalled"));
@@ -428,19 +616,9 @@ mod tests {
             t.result.verdict.valid = false;
         }
         let page = html(&results);
-        assert_eq!(page.matches("<polyline").count(), 2);
+        // Two spectrum curves, no timeline (no round with both), the sweep's four.
+        assert_eq!(page.matches("<polyline").count(), 2 + 4);
         assert!(page.contains("goproxy (no valid trials)"));
-    }
-
-    #[test]
-    fn the_spectrum_stops_where_samples_run_out() {
-        let mut h = crate::histograms::new_histogram();
-        for v in 1..=1000u64 {
-            h.record(v).expect("in range");
-        }
-        let pts = points(&h);
-        // 1000 samples support percentiles up to 1/(1-p) = 100: two nines.
-        assert!(pts.iter().all(|&(nines, _)| nines <= 2.0));
-        assert!(pts.last().is_some_and(|&(nines, _)| nines > 1.5));
+        assert!(page.contains("No round has a valid trial of both tailcut and Go"));
     }
 }

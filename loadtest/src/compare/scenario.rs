@@ -23,7 +23,51 @@ pub struct Scenario {
     /// Tokio workers for tailcut and GOMAXPROCS for Go: always equal.
     #[serde(default = "one")]
     pub proxy_threads: usize,
+    /// The rate sweep after the saturation runs.
+    #[serde(default)]
+    pub sweep: Sweep,
+    /// The idle-connection memory phase.
+    #[serde(default)]
+    pub idle: Idle,
 }
+
+/// The rate sweep: tailcut and Go at fractions of saturation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Fractions of saturation offered (empty skips the sweep).
+    #[serde(default)]
+    pub fractions: Vec<f64>,
+    /// Measured window of each sweep trial.
+    #[serde(deserialize_with = "duration", default = "sweep_duration")]
+    pub duration: Duration,
+    /// Warm-up of each sweep trial.
+    #[serde(deserialize_with = "duration", default = "sweep_warmup")]
+    pub warmup: Duration,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            fractions: Vec::new(),
+            duration: sweep_duration(),
+            warmup: sweep_warmup(),
+        }
+    }
+}
+
+/// The idle-connection phase.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idle {
+    /// Keep-alive connections held open at once per proxy (0 skips it).
+    #[serde(default)]
+    pub connections: usize,
+}
+
+/// The most idle connections a scenario may ask for: the proxies are
+/// configured for 10,500 and every process here has 20,000 descriptors.
+pub const MAX_IDLE_CONNECTIONS: usize = 10_000;
 
 /// The load of each trial.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +144,12 @@ fn saturation() -> Duration {
 fn saturation_connections() -> usize {
     64
 }
+fn sweep_duration() -> Duration {
+    Duration::from_secs(3)
+}
+fn sweep_warmup() -> Duration {
+    Duration::from_secs(1)
+}
 fn size() -> usize {
     12
 }
@@ -145,7 +195,32 @@ impl Scenario {
                 message: "load.rate, load.rounds and load.connections must be positive".into(),
             });
         }
+        if let Some(bad) = scenario.sweep.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.5)) {
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("sweep.fractions: {bad} is not in (0, 1.5]"),
+            });
+        }
+        if scenario.idle.connections > MAX_IDLE_CONNECTIONS {
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "idle.connections: {} is over {MAX_IDLE_CONNECTIONS}",
+                    scenario.idle.connections
+                ),
+            });
+        }
         Ok(scenario)
+    }
+
+    /// The long version (`compare --full`): three times the rounds and
+    /// three times every measured window, for tighter intervals.
+    pub fn full(mut self) -> Scenario {
+        self.load.rounds *= 3;
+        self.load.duration *= 3;
+        self.load.saturation *= 3;
+        self.sweep.duration *= 3;
+        self
     }
 }
 

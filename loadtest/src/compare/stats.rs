@@ -25,6 +25,11 @@ pub const DRAWS: usize = 1000;
 pub enum Comparison {
     /// Either side has too few samples for this percentile.
     Unsupported,
+    /// Either side has one valid trial: resampling one trial gives no interval.
+    OneTrial {
+        /// Observed difference, a - b, microseconds.
+        difference_us: f64,
+    },
     /// The interval excludes zero.
     Different {
         /// Observed difference, a - b, microseconds.
@@ -50,6 +55,10 @@ impl Comparison {
     pub fn describe(&self, a: &str, b: &str) -> String {
         match self {
             Comparison::Unsupported => "unsupported (too few samples)".into(),
+            Comparison::OneTrial { difference_us } => format!(
+                "{a} minus {b}: {} from one trial per side; no interval (run more rounds)",
+                signed_ms(*difference_us)
+            ),
             Comparison::NoSignificantDifference { low_us, high_us, .. } => format!(
                 "no significant difference [{}, {}]",
                 signed_ms(*low_us),
@@ -97,6 +106,11 @@ pub fn compare(a: &[Histogram<u64>], b: &[Histogram<u64>], quantile: f64, seed: 
         return Comparison::Unsupported;
     }
     let observed = all_a.value_at_quantile(quantile) as f64 - all_b.value_at_quantile(quantile) as f64;
+    if a.len() < 2 || b.len() < 2 {
+        return Comparison::OneTrial {
+            difference_us: observed,
+        };
+    }
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut draws: Vec<f64> = (0..DRAWS)
         .map(|_| {
@@ -199,5 +213,19 @@ mod tests {
         let trials: Vec<_> = (0..5).map(|_| trial(1000, 100, 1000)).collect();
         assert_eq!(compare(&trials, &trials, 0.9999, 1), Comparison::Unsupported);
         assert_eq!(compare(&trials, &[], 0.5, 1), Comparison::Unsupported);
+    }
+
+    #[test]
+    fn one_trial_a_side_gives_the_difference_without_an_interval() {
+        let (a, b) = (
+            [trial(100, 10, 10_000)],
+            [trial(150, 10, 10_000), trial(150, 10, 10_000)],
+        );
+        let one = compare(&a, &b, 0.5, 1);
+        assert_eq!(one, Comparison::OneTrial { difference_us: -50.0 });
+        assert_eq!(
+            one.describe("tailcut", "Go"),
+            "tailcut minus Go: -0.050 ms from one trial per side; no interval (run more rounds)"
+        );
     }
 }

@@ -54,6 +54,28 @@ pub(super) fn merged(results: &Results, target: &str) -> hdrhistogram::Histogram
     merged
 }
 
+/// The proxy's RSS at the end of each of its trials, KiB: median, least
+/// and most. A steady proxy's three are close.
+pub fn rss_after_trials(trials: &[super::Trial], target: &str) -> Option<(u64, u64, u64)> {
+    let mut rss: Vec<u64> = trials
+        .iter()
+        .filter(|t| t.target == target)
+        .filter_map(|t| t.proxy_rss_kib)
+        .collect();
+    rss.sort_unstable();
+    Some((*rss.get(rss.len() / 2)?, *rss.first()?, *rss.last()?))
+}
+
+/// RSS per idle connection of `target`, in KB, or `-` if not measured.
+pub fn idle_per_connection(results: &Results, target: &str) -> String {
+    results
+        .idle
+        .iter()
+        .find(|i| i.proxy == target)
+        .and_then(|i| i.per_connection_bytes())
+        .map_or("-".into(), |b| format!("{:.1} KB", b / 1000.0))
+}
+
 /// The terminal summary: per-target figures, then the verdicts.
 pub fn table(results: &Results) -> String {
     let mut out = String::new();
@@ -137,6 +159,35 @@ pub fn table(results: &Results) -> String {
     );
     row(
         &mut out,
+        "RSS after trials (median)",
+        per_proxy(&|t| {
+            rss_after_trials(&results.trials, t).map_or("-".into(), |(m, _, _)| format!("{:.1} MB", m as f64 / 1024.0))
+        }),
+    );
+    row(
+        &mut out,
+        "RSS per idle connection",
+        per_proxy(&|t| idle_per_connection(results, t)),
+    );
+    row(
+        &mut out,
+        "GC cycles per trial",
+        per_proxy(&|t| {
+            let cycles: Vec<usize> = results
+                .trials
+                .iter()
+                .filter(|x| x.target == t)
+                .filter_map(|x| Some(x.gc.as_ref()?.cycles.len()))
+                .collect();
+            if cycles.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.0}", cycles.iter().sum::<usize>() as f64 / cycles.len() as f64)
+            }
+        }),
+    );
+    row(
+        &mut out,
         "binary size",
         fact(&|p| format!("{:.1} MB", p.binary_bytes as f64 / 1e6)),
     );
@@ -145,6 +196,15 @@ pub fn table(results: &Results) -> String {
         "start-up to first request",
         fact(&|p| format!("{:.1} ms", p.startup_ms)),
     );
+    if !results.binaries.is_empty() {
+        let _ = writeln!(out);
+    }
+    for size in &results.binaries {
+        let _ = writeln!(out, "{:>10.2} MB  {}", size.bytes as f64 / 1e6, size.name);
+    }
+    for build in &results.build_times {
+        let _ = writeln!(out, "{:>10.1} s   clean build: {}", build.seconds, build.command);
+    }
     let _ = writeln!(out, "\ntailcut against Go (95% bootstrap intervals over valid trials):");
     for verdict in &results.verdicts {
         let _ = writeln!(out, "  p{:<8} {}", verdict.quantile * 100.0, verdict.text);

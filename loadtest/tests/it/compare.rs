@@ -22,7 +22,8 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
     std::fs::write(
         &scenario,
         "name = \"tiny\"\ndescription = \"end to end\"\n[load]\nrate = 200\nduration = \"1s\"\n\
-         warmup = \"200ms\"\nconnections = 2\nrounds = 2\nsaturation = \"500ms\"\n",
+         warmup = \"200ms\"\nconnections = 2\nrounds = 2\nsaturation = \"500ms\"\n\
+         [sweep]\nfractions = [0.5]\nduration = \"300ms\"\nwarmup = \"200ms\"\n[idle]\nconnections = 50\n",
     )
     .expect("write scenario");
     let out = dir.path().join("out");
@@ -67,6 +68,45 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
         assert!(proxy["peak_rss_kib"].as_u64() > Some(0), "{proxy}");
         assert!(proxy["startup_ms"].as_f64() > Some(0.0), "{proxy}");
     }
+    // Every trial has its seconds; every Go trial its GC activity (cycles may be none).
+    for trial in trials {
+        assert!(
+            !trial["result"]["seconds"].as_array().is_none_or(Vec::is_empty),
+            "{trial}"
+        );
+        assert_eq!(trial["gc"].is_object(), trial["target"] == "goproxy", "{trial}");
+    }
+    // The sweep: the faster proxy at both bases, the slower at its own, and
+    // the backend alone at both rates.
+    let sweep = results["sweep"].as_array().expect("sweep");
+    let points: Vec<_> = sweep
+        .iter()
+        .map(|p| (p["proxy"].as_str().unwrap_or(""), p["basis"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(points.len(), 5, "{points:?}");
+    assert_eq!(points.iter().filter(|p| p.0 == "direct").count(), 2, "{points:?}");
+    assert_eq!(points.iter().filter(|p| p.1 == "own").count(), 3, "{points:?}");
+    // Idle connections: every proxy held all 50.
+    let idle = results["idle"].as_array().expect("idle");
+    assert_eq!(idle.len(), proxies.len());
+    assert!(
+        idle.iter().all(|i| i["opened"] == 50 && i["error"].is_null()),
+        "{idle:?}"
+    );
+    // A given tailcut binary is measured, not rebuilt in its size profile.
+    let binaries: Vec<_> = results["binaries"]
+        .as_array()
+        .expect("binaries")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(binaries.len(), 2, "{binaries:?}");
+    let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert_eq!(
+        report.matches("<svg").count(),
+        4,
+        "spectrum, timeline and two sweep charts"
+    );
     let summary = std::fs::read_to_string(out.join("summary.txt")).expect("summary");
     assert!(summary.contains("tailcut against Go"), "{summary}");
     assert!(summary.contains("saturation req/s"), "{summary}");
