@@ -60,7 +60,8 @@ impl Plot {
         let (y_lo, y_hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
         let mut svg = format!(
             "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" \
-             role=\"img\" aria-label=\"{label}\" font-size=\"12\">\n"
+             role=\"img\" aria-label=\"{label}\" font-size=\"12\" font-family=\"sans-serif\">\n\
+             <rect width=\"{W}\" height=\"{H}\" fill=\"#fff\"/>\n"
         );
         let mut decade = y_lo;
         while decade <= y_hi {

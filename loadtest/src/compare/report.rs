@@ -595,7 +595,8 @@ mod tests {
         // The sweep: every point, the invalid one marked and not joined.
         // (five points on the rate axis, the four own-basis ones on the fraction axis)
         assert_eq!(page.matches("<circle").count(), 4 + 3);
-        assert_eq!(page.matches("<rect").count(), 1 + 1);
+        // (each chart's white background, then the two invalid points)
+        assert_eq!(page.matches("<rect").count(), 4 + 1 + 1);
         assert!(page.contains("hollow: invalid trial"));
         assert!(page.contains(
             "<td>tailcut</td><td style=\"text-align:left\">50% of the slower proxy's saturation</td><td>7500</td>"

@@ -28,8 +28,8 @@ pub fn write(results: &Results, out: &Path) -> Result<(), CompareError> {
     render(results, out)
 }
 
-/// Writes the `.hgrm` files, `summary.txt` and `report.html` under `out`
-/// from `results`, and prints the table.
+/// Writes the `.hgrm` files, `summary.txt`, `report.html` and its charts as
+/// `.svg` files under `out` from `results`, and prints the table.
 pub fn render(results: &Results, out: &Path) -> Result<(), CompareError> {
     let write = |name: &str, text: String| {
         let path = out.join(name);
@@ -42,6 +42,22 @@ pub fn render(results: &Results, out: &Path) -> Result<(), CompareError> {
     print!("{table}");
     write("summary.txt", table)?;
     write("report.html", super::report::html(results))?;
+    // The report's charts on their own too, for pages that embed them.
+    let charts = [
+        ("spectrum.svg", Some(super::charts::spectrum(results))),
+        ("timeline.svg", super::charts::timeline(results)),
+        ("sweep-rate.svg", super::charts::sweep(results, false)),
+        ("sweep-fraction.svg", super::charts::sweep(results, true)),
+    ];
+    for (name, svg) in charts {
+        match svg {
+            Some(svg) => write(name, svg)?,
+            // Not drawable from these results: no stale chart from an earlier run.
+            None => {
+                let _ = std::fs::remove_file(out.join(name));
+            }
+        }
+    }
     Ok(())
 }
 

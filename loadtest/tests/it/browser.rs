@@ -1,5 +1,6 @@
 //! The comparison report in a real browser: `tailcut-load report` renders
-//! saved results (a real comparison's `results.json`, kept as a fixture),
+//! saved results (the real comparison the README shows, in
+//! `loadtest/results/2026-11-26-baseline/`),
 //! headless Chromium opens the page and screenshots it, and the test checks
 //! the screenshot is not blank, shows the proxies' curve colours, and that
 //! the page logged nothing to the console.
@@ -112,7 +113,7 @@ fn the_report_renders_in_chromium_with_its_charts_and_no_console_errors() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results.json");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/2026-11-26-baseline/results.json");
     let status = Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
         .arg("report")
         .arg(&fixture)
