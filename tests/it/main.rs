@@ -5,6 +5,8 @@
 //! - `conformance/`: proxy behaviour, run against tailcut and the Go proxy alike.
 //! - `cli.rs`, `heap.rs`: tailcut's own command line and heap use.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
+//! - `deploy.rs`: the systemd unit, Kubernetes manifests, container config and
+//!   Dockerfile under `deploy/`, validated offline.
 
 // Counts heap use of the in-process proxy's threads (see `heap.rs`).
 #[global_allocator]
@@ -12,6 +14,7 @@ static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllo
 
 mod cli;
 mod conformance;
+mod deploy;
 mod goproxy;
 mod heap;
 mod support;
