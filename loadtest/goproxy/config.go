@@ -19,6 +19,9 @@ import (
 // raw string.
 type Config struct {
 	DrainTimeout time.Duration
+	// ReusePort binds every listener and the admin listener with
+	// SO_REUSEPORT, so a new process can bind them while this one drains.
+	ReusePort bool
 
 	ConnectTimeout                time.Duration
 	RequestHeaderTimeout          time.Duration
@@ -96,6 +99,7 @@ func (e *ConfigError) Error() string {
 type fileSchema struct {
 	Server struct {
 		DrainTimeout *string `toml:"drain_timeout"`
+		ReusePort    *bool   `toml:"reuse_port"`
 	} `toml:"server"`
 	Timeouts struct {
 		Connect                *string `toml:"connect"`
@@ -217,6 +221,7 @@ func (v *validator) fail(key, format string, args ...any) error {
 func (v *validator) config(raw *fileSchema) (*Config, error) {
 	c := &Config{Upstreams: map[string]Upstream{}}
 	var err error
+	c.ReusePort = raw.Server.ReusePort != nil && *raw.Server.ReusePort
 	durations := []struct {
 		key, fallback string
 		value         *string

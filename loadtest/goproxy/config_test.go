@@ -53,6 +53,25 @@ func TestMinimalConfigGetsTailcutsDefaults(t *testing.T) {
 	}
 }
 
+func TestReusePortIsOffUnlessSet(t *testing.T) {
+	for _, tc := range []struct {
+		extra string
+		want  bool
+	}{
+		{"", false},
+		{"\n[server]\nreuse_port = true\n", true},
+		{"\n[server]\nreuse_port = false\n", false},
+	} {
+		cfg, err := ParseConfig("t.toml", []byte(minimal+tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.ReusePort != tc.want {
+			t.Errorf("%q: ReusePort = %v, want %v", tc.extra, cfg.ReusePort, tc.want)
+		}
+	}
+}
+
 func TestTheExampleConfigParses(t *testing.T) {
 	source, err := os.ReadFile("../../config/tailcut.toml")
 	if err != nil {

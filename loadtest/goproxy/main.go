@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Exit codes shared with tailcut (sysexits.h).
@@ -116,14 +118,15 @@ func serve(cfg *Config, log *slog.Logger) error {
 	metrics := NewMetrics(cfg)
 	// Outermost: latency recording, as in tailcut's stack.
 	handler := metrics.Middleware(NewProxy(cfg, log, metrics))
-	adminListener, err := net.Listen("tcp", cfg.AdminAddress.String())
+	listen := listenConfig(cfg.ReusePort)
+	adminListener, err := listen.Listen(context.Background(), "tcp", cfg.AdminAddress.String())
 	if err != nil {
 		return fmt.Errorf("listener admin: cannot bind %s: %w", cfg.AdminAddress, err)
 	}
 	var servers []*http.Server
 	var described []string
 	for i, l := range cfg.Listeners {
-		inner, err := net.Listen("tcp", l.Address.String())
+		inner, err := listen.Listen(context.Background(), "tcp", l.Address.String())
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
@@ -187,4 +190,22 @@ func newServer(cfg *Config, handler http.Handler, log *slog.Logger) *http.Server
 		// client's fault: debug, so a client cannot flood the log.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+}
+
+// listenConfig binds listeners, with SO_REUSEPORT when reusePort is set (as
+// tailcut's server.reuse_port). Go sets SO_REUSEADDR on listeners itself.
+func listenConfig(reusePort bool) net.ListenConfig {
+	if !reusePort {
+		return net.ListenConfig{}
+	}
+	return net.ListenConfig{Control: func(_, _ string, raw syscall.RawConn) error {
+		var sockErr error
+		err := raw.Control(func(fd uintptr) {
+			sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return sockErr
+	}}
 }

@@ -87,6 +87,9 @@ pub struct Server {
     /// process exits anyway.
     #[serde(serialize_with = "as_humantime")]
     pub drain_timeout: Duration,
+    /// Every listener and the admin listener are bound with `SO_REUSEPORT`,
+    /// so a new tailcut can bind the same addresses while this one drains.
+    pub reuse_port: bool,
 }
 
 /// Every timeout tailcut enforces.
@@ -200,6 +203,7 @@ impl Validator<'_> {
     fn config(&self, path: &Path, file: schema::File) -> Result<Config, Invalid> {
         let server = Server {
             drain_timeout: self.duration(file.server.drain_timeout, "server.drain_timeout", "30s")?,
+            reuse_port: file.server.reuse_port.unwrap_or(false),
         };
         let t = file.timeouts;
         let timeouts = Timeouts {
@@ -531,6 +535,18 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(config.listeners[0].max_connections.get(), 10_000);
         assert_eq!(config.routes[0].path_prefix, "/");
         assert_eq!(config.upstreams["app"].max_idle_per_backend, 64);
+    }
+
+    #[test]
+    fn reuse_port_is_off_unless_set_and_must_be_a_boolean() {
+        assert!(!parse(Path::new("t.toml"), MINIMAL).expect("valid").server.reuse_port);
+        let on = format!("[server]\nreuse_port = true\n{MINIMAL}");
+        assert!(parse(Path::new("t.toml"), &on).expect("valid").server.reuse_port);
+        let wrong = format!("[server]\nreuse_port = \"yes\"\n{MINIMAL}");
+        assert_eq!(
+            error(&wrong),
+            "t.toml:2:14: server.reuse_port: invalid type: string \"yes\", expected a boolean"
+        );
     }
 
     #[test]

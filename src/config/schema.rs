@@ -49,6 +49,7 @@ pub(crate) struct AccessLog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Server {
     pub drain_timeout: Option<Spanned<String>>,
+    pub reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

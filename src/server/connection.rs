@@ -45,9 +45,8 @@ pub(super) struct Shared {
     pub tasks: TaskTracker,
 }
 
-/// Serves requests on `stream` until the client closes, the connection idles
-/// out, or shutdown drains it. `_permit` holds a place under the listener's
-/// connection limit for as long as the connection lives.
+/// Serves requests on `stream`. `_permit` holds a place under the
+/// listener's connection limit for as long as the connection lives.
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -67,7 +66,14 @@ pub(super) async fn serve(
         match starts_with_h2_preface(&stream, shared.header_timeout).await {
             Some(true) => {
                 let connection = shared.http2.serve_connection(TokioIo::new(stream), service);
-                drive(connection, http2::Connection::graceful_shutdown, &activity, &shared).await;
+                drive(
+                    connection,
+                    http2::Connection::graceful_shutdown,
+                    &activity,
+                    &shared,
+                    FirstRequest::NotAwaited,
+                )
+                .await;
             }
             Some(false) => {
                 let connection = shared
@@ -79,6 +85,7 @@ pub(super) async fn serve(
                     http1::UpgradeableConnection::graceful_shutdown,
                     &activity,
                     &shared,
+                    FirstRequest::Awaited,
                 )
                 .await;
             }
@@ -89,15 +96,38 @@ pub(super) async fn serve(
     .await;
 }
 
+/// What shutdown does to a connection whose first request has not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstRequest {
+    /// HTTP/1.1: the client has sent the first bytes of its first request
+    /// (`serve` peeked them), but hyper treats a connection with no request
+    /// parsed yet as idle and would close it unanswered. Shutdown waits for
+    /// that request to start (up to the header timeout), answers it, then
+    /// closes. This covers connections accepted just before or during the
+    /// drain, as in a zero-downtime restart.
+    Awaited,
+    /// HTTP/2: graceful shutdown already finishes the streams the client
+    /// opened.
+    NotAwaited,
+}
+
 /// Runs `connection` until it ends, shutting it down gracefully on server
 /// shutdown or once it has been idle for the idle timeout.
-async fn drive<C, E>(connection: C, graceful_shutdown: fn(Pin<&mut C>), activity: &Activity, shared: &Shared)
-where
+async fn drive<C, E>(
+    connection: C,
+    graceful_shutdown: fn(Pin<&mut C>),
+    activity: &Activity,
+    shared: &Shared,
+    first_request: FirstRequest,
+) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     tokio::pin!(connection);
     let mut closing = false;
+    // Set when shutdown came before the first request: close once it starts,
+    // or at this deadline.
+    let mut close_after_first: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -106,7 +136,21 @@ where
                 }
                 return;
             }
-            () = shared.shutdown.cancelled(), if !closing => {
+            () = shared.shutdown.cancelled(), if !closing && close_after_first.is_none() => {
+                if first_request == FirstRequest::Awaited && !activity.has_started() {
+                    close_after_first = Some(tokio::time::Instant::now() + shared.header_timeout);
+                } else {
+                    graceful_shutdown(connection.as_mut());
+                    closing = true;
+                }
+            }
+            () = activity.first_request(), if !closing && close_after_first.is_some() => {
+                graceful_shutdown(connection.as_mut());
+                closing = true;
+            }
+            () = tokio::time::sleep_until(close_after_first.unwrap_or_else(tokio::time::Instant::now)),
+                if !closing && close_after_first.is_some() => {
+                tracing::debug!("no request within the header timeout while shutting down");
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }

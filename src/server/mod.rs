@@ -54,7 +54,7 @@ impl Server {
             .listeners
             .iter()
             .map(|l| {
-                listener::bind(l.address)
+                listener::bind(l.address, config.server.reuse_port)
                     .map(|socket| (l.clone(), socket))
                     .map_err(|source| BindError {
                         name: l.name.clone(),
@@ -63,7 +63,7 @@ impl Server {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let admin = listener::bind(config.admin.address).map_err(|source| BindError {
+        let admin = listener::bind(config.admin.address, config.server.reuse_port).map_err(|source| BindError {
             name: "admin".into(),
             address: config.admin.address,
             source,

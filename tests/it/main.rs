@@ -3,7 +3,8 @@
 //! library's server in-process), and real HTTP and WebSocket clients.
 //!
 //! - `conformance/`: proxy behaviour, run against tailcut and the Go proxy alike.
-//! - `cli.rs`, `heap.rs`: tailcut's own command line and heap use.
+//! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
+//!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
 //! - `deploy.rs`: the systemd unit, Kubernetes manifests, container config and
 //!   Dockerfile under `deploy/`, validated offline.
@@ -17,4 +18,5 @@ mod conformance;
 mod deploy;
 mod goproxy;
 mod heap;
+mod restart;
 mod support;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use body::TrackedBody;
@@ -27,6 +28,10 @@ pub struct Activity {
 struct Inner {
     base: Instant,
     in_flight: AtomicUsize,
+    /// Requests started on the connection so far.
+    started: AtomicUsize,
+    /// Notified when the first request starts.
+    first: Notify,
     /// Nanoseconds after `base` at which the last request ended.
     last_end: AtomicU64,
 }
@@ -44,6 +49,8 @@ impl Activity {
             inner: Arc::new(Inner {
                 base: Instant::now(),
                 in_flight: AtomicUsize::new(0),
+                started: AtomicUsize::new(0),
+                first: Notify::new(),
                 last_end: AtomicU64::new(0),
             }),
         }
@@ -52,6 +59,10 @@ impl Activity {
     /// Marks a request as started; the guard marks it ended when dropped.
     pub fn begin(&self) -> RequestGuard {
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        if self.inner.started.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Once per connection; stores a permit if no one waits yet.
+            self.inner.first.notify_one();
+        }
         RequestGuard {
             inner: self.inner.clone(),
         }
@@ -60,6 +71,18 @@ impl Activity {
     /// Requests currently in flight.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether any request has started on the connection.
+    pub fn has_started(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire) > 0
+    }
+
+    /// Completes once the connection's first request has started.
+    pub async fn first_request(&self) {
+        if !self.has_started() {
+            self.inner.first.notified().await;
+        }
     }
 
     fn last_end(&self) -> Instant {
@@ -100,6 +123,30 @@ impl Drop for RequestGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_first_request_is_seen_whether_it_starts_before_or_after_the_wait() {
+        let activity = Activity::new();
+        assert!(!activity.has_started());
+        let waiting = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.first_request().await }
+        });
+        tokio::task::yield_now().await;
+        drop(activity.begin());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the first request")
+            .expect("task");
+        assert!(activity.has_started());
+
+        // Started before anyone waited: the wait completes at once.
+        let early = Activity::new();
+        drop(early.begin());
+        tokio::time::timeout(Duration::from_secs(5), early.first_request())
+            .await
+            .expect("already started");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_waits_for_in_flight_requests_to_end() {
