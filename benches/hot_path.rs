@@ -25,12 +25,14 @@ fn routes(n: usize) -> Vec<Route> {
             host: Some(format!("service-{i}.example.com")),
             path_prefix: format!("/api/v{i}/"),
             upstream: "u".into(),
+            max_body_bytes: None,
         })
         .chain(std::iter::once(Route {
             name: "fallback".into(),
             host: None,
             path_prefix: "/".into(),
             upstream: "u".into(),
+            max_body_bytes: None,
         }))
         .collect()
 }

@@ -29,8 +29,9 @@ type Config struct {
 	IdleTimeout                   time.Duration
 	RequestTimeout                time.Duration // 0: no limit
 
-	MaxHeaderBytes int
-	MaxHeaders     int
+	MaxHeaderBytes       int
+	MaxHeaders           int
+	MaxConcurrentStreams int // HTTP/2 streams per connection
 
 	Listeners []Listener
 	Routes    []Route
@@ -63,6 +64,8 @@ type Route struct {
 	Host       string
 	PathPrefix string
 	Upstream   string
+	// MaxBodyBytes is the largest request body accepted; 0: no limit.
+	MaxBodyBytes int64
 }
 
 // Upstream is a cluster of interchangeable backends, used round-robin.
@@ -112,6 +115,7 @@ type fileSchema struct {
 		MaxHeaderBytes            *int64 `toml:"max_header_bytes"`
 		MaxHeaders                *int64 `toml:"max_headers"`
 		MaxConnectionsPerListener *int64 `toml:"max_connections_per_listener"`
+		MaxConcurrentStreams      *int64 `toml:"max_concurrent_streams"`
 	} `toml:"limits"`
 	Listeners []struct {
 		Name           string `toml:"name"`
@@ -119,10 +123,11 @@ type fileSchema struct {
 		MaxConnections *int64 `toml:"max_connections"`
 	} `toml:"listeners"`
 	Routes []struct {
-		Name       string  `toml:"name"`
-		Host       *string `toml:"host"`
-		PathPrefix *string `toml:"path_prefix"`
-		Upstream   string  `toml:"upstream"`
+		Name         string  `toml:"name"`
+		Host         *string `toml:"host"`
+		PathPrefix   *string `toml:"path_prefix"`
+		Upstream     string  `toml:"upstream"`
+		MaxBodyBytes *int64  `toml:"max_body_bytes"`
 	} `toml:"routes"`
 	Upstreams map[string]struct {
 		Backends          []string `toml:"backends"`
@@ -257,6 +262,9 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.MaxConcurrentStreams, err = v.count("limits.max_concurrent_streams", raw.Limits.MaxConcurrentStreams, 100, 1); err != nil {
+		return nil, err
+	}
 
 	// In name order, so that of several bad clusters the same one is reported each time.
 	for _, name := range slices.Sorted(maps.Keys(raw.Upstreams)) {
@@ -351,6 +359,12 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 		}
 		if _, ok := c.Upstreams[r.Upstream]; !ok {
 			return nil, v.fail(key+".upstream", "no upstream named %q is defined", r.Upstream)
+		}
+		if r.MaxBodyBytes != nil {
+			if *r.MaxBodyBytes <= 0 {
+				return nil, v.fail(key+".max_body_bytes", "%d must be greater than zero", *r.MaxBodyBytes)
+			}
+			route.MaxBodyBytes = *r.MaxBodyBytes
 		}
 		c.Routes = append(c.Routes, route)
 	}

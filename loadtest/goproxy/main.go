@@ -186,6 +186,8 @@ func newServer(cfg *Config, handler http.Handler, log *slog.Logger) *http.Server
 		// and downloads, which tailcut streams without limit unless
 		// timeouts.request is set (see Proxy.ServeHTTP).
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
+		// SETTINGS_MAX_CONCURRENT_STREAMS, as tailcut's limits.max_concurrent_streams.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
 		// Per-connection errors (bad requests, TLS-looking garbage) are the
 		// client's fault: debug, so a client cannot flood the log.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -129,6 +129,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex := exchangeFrom(r.Context()); ex != nil {
 		ex.route = rt.index
 	}
+	if limit := rt.MaxBodyBytes; limit > 0 {
+		// Known up front: refused without reading the body or calling the
+		// backend. Otherwise counted as it streams: reading past the limit
+		// fails the upstream request, which errorHandler answers with 413.
+		if r.ContentLength > limit {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large\n")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
 	if p.requestTimeout > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), p.requestTimeout)
 		defer cancel()
@@ -244,6 +255,14 @@ func (c *cluster) errorHandler(log *slog.Logger, metrics *Metrics) func(http.Res
 			if ex := exchangeFrom(ctx); ex != nil {
 				ex.abandoned = true
 			}
+			return
+		}
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			log.Debug("request rejected", "status", http.StatusRequestEntityTooLarge,
+				"cause", fmt.Sprintf("request body over the route's limit of %d bytes", tooLarge.Limit))
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large\n")
 			return
 		}
 		if metrics != nil {

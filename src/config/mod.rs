@@ -123,6 +123,9 @@ pub struct Limits {
     pub max_header_bytes: NonZeroUsize,
     /// Most header fields in one request.
     pub max_headers: NonZeroUsize,
+    /// Most HTTP/2 streams a client may have open at once on one connection
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: NonZeroUsize,
     /// Default connection limit of a listener; over it, clients get 503.
     pub max_connections_per_listener: NonZeroUsize,
 }
@@ -149,6 +152,10 @@ pub struct Route {
     pub path_prefix: String,
     /// Name of the upstream cluster; validated to exist.
     pub upstream: String,
+    /// Largest request body accepted, in bytes; `None`: no limit. Over it:
+    /// 413, decided from Content-Length when there is one, otherwise as the
+    /// body streams.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// A cluster of interchangeable backends.
@@ -239,6 +246,7 @@ impl Validator<'_> {
                 "limits.max_connections_per_listener",
                 nz(10_000),
             )?,
+            max_concurrent_streams: self.count(l.max_concurrent_streams, "limits.max_concurrent_streams", nz(100))?,
         };
 
         let upstreams = file
@@ -356,11 +364,24 @@ impl Validator<'_> {
                         format!("no upstream named {:?} is defined", route.upstream.get_ref()),
                     ));
                 }
+                let max_body_bytes = route
+                    .max_body_bytes
+                    .map(|raw| {
+                        u64::try_from(*raw.get_ref()).ok().filter(|&n| n > 0).ok_or_else(|| {
+                            self.locator.error(
+                                Some(raw.span()),
+                                format!("{key}.max_body_bytes"),
+                                format!("{} must be greater than zero", raw.get_ref()),
+                            )
+                        })
+                    })
+                    .transpose()?;
                 Ok(Route {
                     name,
                     host,
                     path_prefix,
                     upstream: route.upstream.into_inner(),
+                    max_body_bytes,
                 })
             })
             .collect()
@@ -546,6 +567,21 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(
             error(&wrong),
             "t.toml:2:14: server.reuse_port: invalid type: string \"yes\", expected a boolean"
+        );
+    }
+
+    #[test]
+    fn body_and_stream_limits_have_defaults_and_must_be_positive() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        assert_eq!(config.limits.max_concurrent_streams.get(), 100);
+        assert_eq!(config.routes[0].max_body_bytes, None);
+        let limited = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nmax_body_bytes = 1048576");
+        let config = parse(Path::new("t.toml"), &limited).expect("valid");
+        assert_eq!(config.routes[0].max_body_bytes, Some(1_048_576));
+        let zero = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nmax_body_bytes = 0");
+        assert_eq!(
+            error(&zero),
+            "t.toml:9:18: routes[0].max_body_bytes: 0 must be greater than zero"
         );
     }
 

@@ -68,6 +68,7 @@ pub(crate) struct Limits {
     pub max_header_bytes: Option<Spanned<i64>>,
     pub max_headers: Option<Spanned<i64>>,
     pub max_connections_per_listener: Option<Spanned<i64>>,
+    pub max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,7 @@ pub(crate) struct Route {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub max_body_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,12 @@ pub enum ProxyError {
         /// The timeout that expired.
         after: Duration,
     },
+    /// The request body is larger than the route allows.
+    #[error("request body over the route's limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The route's `max_body_bytes`.
+        limit: u64,
+    },
     /// The listener is at its connection limit.
     #[error("listener {listener} is at its limit of {limit} connections")]
     Overloaded {
@@ -74,6 +80,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,7 +90,9 @@ impl ProxyError {
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) => Fault::Downstream,
+            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. } => {
+                Fault::Downstream
+            }
             ProxyError::UpstreamFailed { .. } | ProxyError::UpstreamTimeout { .. } => Fault::Upstream,
             ProxyError::Overloaded { .. } => Fault::Internal,
         }
@@ -102,6 +111,7 @@ impl ProxyError {
         let text = match status {
             StatusCode::NOT_FOUND => "no route\n",
             StatusCode::BAD_REQUEST => "bad request\n",
+            StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
             StatusCode::BAD_GATEWAY => "bad gateway: upstream failed\n",
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout: upstream too slow\n",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded: retry later\n",
@@ -117,7 +127,9 @@ impl ProxyError {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            ProxyError::BadRequest(_) => {
+            // The rest of the request (or its body) was not read: the
+            // connection cannot carry another request.
+            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. } => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}

@@ -158,6 +158,12 @@ impl Shared {
                 path: parts.uri.path().to_owned(),
             })?;
         *route_index = Some(index);
+        if let Some(limit) = route.max_body_bytes {
+            // Known up front: refuse without reading the body or calling the backend.
+            if http_body::Body::size_hint(&body).lower() > limit {
+                return Err(ProxyError::PayloadTooLarge { limit });
+            }
+        }
         let cluster = &self.clusters[route.upstream];
         let backend = cluster.pick();
 
@@ -206,7 +212,7 @@ impl Shared {
         let request = Request::from_parts(parts, body);
         let sent = std::time::Instant::now();
         let (response, lease) = backend
-            .send(request, header_timeout)
+            .send(request, header_timeout, route.max_body_bytes)
             .await
             .map_err(|err| self.classify(route.upstream, backend, err))?;
         let (mut parts, body) = response.into_parts();
@@ -220,6 +226,9 @@ impl Shared {
     /// Timeouts (connect, response header) are 504, like nginx; refused,
     /// reset or closed is 502. Connect failures and timeouts are counted.
     fn classify(&self, cluster_index: usize, backend: &Backend, err: SendError) -> ProxyError {
+        if let Some(too_large) = find_cause::<upload::TooLarge>(&err) {
+            return ProxyError::PayloadTooLarge { limit: too_large.limit };
+        }
         let cluster = &self.clusters[cluster_index];
         match &err {
             SendError::Connect(_) => self.metrics.upstream_connect_error(cluster_index),
@@ -248,6 +257,18 @@ impl Shared {
             },
         }
     }
+}
+
+/// The first error of type `E` in `err`'s chain of causes.
+fn find_cause<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// `outer: inner: innermost`, for log lines.

@@ -99,13 +99,16 @@ impl Pool {
     /// when none is idle. The returned [`Lease`] must travel with the
     /// response body: it drives the connection and returns it to the pool
     /// when the body ends.
+    /// A body over `max_body` bytes fails the exchange with
+    /// [`SendError::Http`] caused by [`super::upload::TooLarge`].
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<Incoming>,
         response_timeout: Duration,
+        max_body: Option<u64>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let (parts, body) = request.into_parts();
-        let (body, upload) = UploadBody::new(body);
+        let (body, upload) = UploadBody::new(body, max_body);
         let request = Request::from_parts(parts, body);
         let (conn, reused) = match self.checkout().await {
             Some(conn) => (conn, true),

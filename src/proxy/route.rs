@@ -11,6 +11,8 @@ pub struct Route {
     path_prefix: String,
     /// Index of the upstream cluster in the proxy's cluster list.
     pub upstream: usize,
+    /// Largest request body accepted, bytes (`None`: no limit).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Routes in configuration order.
@@ -30,6 +32,7 @@ impl Router {
                 host: r.host.as_deref().map(|h| without_port(h).to_owned()),
                 path_prefix: r.path_prefix.clone(),
                 upstream: upstream_index(&r.upstream),
+                max_body_bytes: r.max_body_bytes,
             })
             .collect();
         Self { routes }
@@ -72,6 +75,7 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: prefix.into(),
             upstream: name.into(),
+            max_body_bytes: None,
         }
     }
 

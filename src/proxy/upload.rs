@@ -1,8 +1,13 @@
-//! The request body on its way upstream, and whether it has all been sent.
+//! The request body on its way upstream, whether it has all been sent, and
+//! the route's body-size limit.
 //!
 //! The backend's response-header timeout should measure the backend, not the
 //! client's upload: its clock starts once the request body has been passed
 //! on in full. Bodiless requests (most) carry no tracking at all.
+//!
+//! A body over the route's `max_body_bytes` ends in a [`TooLarge`] error as
+//! soon as the frame that crosses the limit arrives; that frame is not
+//! forwarded, so the backend never receives a complete over-limit request.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +23,22 @@ use hyper::body::Incoming;
 pub struct UploadBody {
     body: Incoming,
     sent: Option<Arc<AtomicBool>>,
+    /// Bytes the body may still carry, when the route limits it.
+    allowance: Option<u64>,
+    /// The route's limit, for the error.
+    limit: u64,
 }
+
+/// The request body went over the route's limit.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body over the limit of {limit} bytes")]
+pub struct TooLarge {
+    /// The route's `max_body_bytes`.
+    pub limit: u64,
+}
+
+/// Why a request body stopped.
+pub type UploadError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Tells whether an [`UploadBody`] has been sent in full.
 #[derive(Debug, Clone, Default)]
@@ -34,13 +54,16 @@ impl UploadProgress {
 }
 
 impl UploadBody {
-    /// Wraps `body`; a body that is already complete gets no tracking.
-    pub fn new(body: Incoming) -> (Self, UploadProgress) {
+    /// Wraps `body`, allowing at most `limit` bytes; a body that is already
+    /// complete gets no tracking.
+    pub fn new(body: Incoming, limit: Option<u64>) -> (Self, UploadProgress) {
         let sent = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
         (
             Self {
                 body,
                 sent: sent.clone(),
+                allowance: limit,
+                limit: limit.unwrap_or(u64::MAX),
             },
             UploadProgress { sent },
         )
@@ -55,16 +78,27 @@ impl UploadBody {
 
 impl Body for UploadBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UploadError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UploadError>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match &frame {
             Poll::Ready(None) => self.mark_sent(),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.mark_sent(),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(allowance), Some(data)) = (self.allowance, frame.data_ref()) {
+                    let size = data.len() as u64;
+                    if size > allowance {
+                        return Poll::Ready(Some(Err(Box::new(TooLarge { limit: self.limit }))));
+                    }
+                    self.allowance = Some(allowance - size);
+                }
+                if self.body.is_end_stream() {
+                    self.mark_sent();
+                }
+            }
             _ => {}
         }
-        frame
+        frame.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

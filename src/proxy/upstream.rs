@@ -37,8 +37,9 @@ impl Backend {
         &self,
         request: Request<Incoming>,
         response_timeout: std::time::Duration,
+        max_body: Option<u64>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        self.pool.send(request, response_timeout).await
+        self.pool.send(request, response_timeout, max_body).await
     }
 }
 

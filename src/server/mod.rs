@@ -163,7 +163,9 @@ fn http2_builder(config: &Config) -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.limits.max_header_bytes.get()).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.limits.max_header_bytes.get()).unwrap_or(u32::MAX))
+        // Sent in SETTINGS; a client opening more streams has them refused.
+        .max_concurrent_streams(u32::try_from(config.limits.max_concurrent_streams.get()).unwrap_or(u32::MAX));
     builder
 }
 

@@ -51,6 +51,7 @@ macro_rules! conformance {
 mod errors;
 mod forwarding;
 mod headers;
+mod limits;
 mod metrics;
 mod pooling;
 mod shutdown;
