@@ -7,6 +7,7 @@
 
 mod error;
 mod schema;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -139,6 +140,8 @@ pub struct Listener {
     pub address: SocketAddr,
     /// Concurrent connections accepted before new ones get 503.
     pub max_connections: NonZeroUsize,
+    /// TLS termination; `None`: cleartext HTTP/1.1 and h2c.
+    pub tls: Option<tls::Tls>,
 }
 
 /// A rule sending matching requests to an upstream cluster.
@@ -255,7 +258,8 @@ impl Validator<'_> {
             .map(|(name, upstream)| Ok((name.clone(), self.upstream(&name, upstream)?)))
             .collect::<Result<BTreeMap<_, _>, Invalid>>()?;
 
-        let listeners = self.listeners(file.listeners, limits.max_connections_per_listener)?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        let listeners = self.listeners(file.listeners, limits.max_connections_per_listener, base)?;
         let routes = self.routes(file.routes, &upstreams)?;
         let admin = self.admin(file.admin)?;
         let access_log = AccessLog {
@@ -297,7 +301,12 @@ impl Validator<'_> {
         Ok(Admin { address, window })
     }
 
-    fn listeners(&self, raw: Vec<schema::Listener>, default_max: NonZeroUsize) -> Result<Vec<Listener>, Invalid> {
+    fn listeners(
+        &self,
+        raw: Vec<schema::Listener>,
+        default_max: NonZeroUsize,
+        base: &Path,
+    ) -> Result<Vec<Listener>, Invalid> {
         if raw.is_empty() {
             return Err(self
                 .locator
@@ -323,13 +332,68 @@ impl Validator<'_> {
                     .map(|raw| self.positive(&raw, &format!("{key}.max_connections")))
                     .transpose()?
                     .unwrap_or(default_max);
+                let tls = listener
+                    .tls
+                    .map(|raw| self.tls(raw, &format!("{key}.tls"), base))
+                    .transpose()?;
                 Ok(Listener {
                     name,
                     address,
                     max_connections,
+                    tls,
                 })
             })
             .collect()
+    }
+
+    /// Loads a listener's certificates (paths relative to `base`, the config
+    /// file's folder) and builds its TLS configuration.
+    fn tls(&self, raw: schema::ListenerTls, key: &str, base: &Path) -> Result<tls::Tls, Invalid> {
+        if raw.certificates.is_empty() {
+            return Err(self.locator.error(
+                None,
+                format!("{key}.certificates"),
+                "at least one certificate is required (the first is the default)",
+            ));
+        }
+        let mut loaded = Vec::new();
+        let mut files = Vec::new();
+        for (i, certificate) in raw.certificates.into_iter().enumerate() {
+            let key = format!("{key}.certificates[{i}]");
+            let (certified, chain, key_file) =
+                tls::load_certificate(base, certificate.chain.get_ref(), certificate.key.get_ref()).map_err(|err| {
+                    let (field, at) = match &err {
+                        tls::TlsError::File { path, .. } if path.ends_with(certificate.chain.get_ref()) => {
+                            ("chain", certificate.chain.span())
+                        }
+                        _ => ("key", certificate.key.span()),
+                    };
+                    self.locator.error(Some(at), format!("{key}.{field}"), err.to_string())
+                })?;
+            let mut names = Vec::new();
+            for (j, name) in certificate.names.iter().enumerate() {
+                let text = name.get_ref();
+                if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+                    return Err(self.locator.error(
+                        Some(name.span()),
+                        format!("{key}.names[{j}]"),
+                        format!("{text:?} is not a host name"),
+                    ));
+                }
+                names.push(text.to_ascii_lowercase());
+            }
+            loaded.push((std::sync::Arc::new(certified), names.clone()));
+            files.push(tls::CertificateFiles {
+                chain,
+                key: key_file,
+                names,
+            });
+        }
+        let server_config = tls::server_config(loaded).map_err(|err| self.locator.error(None, key.to_owned(), err))?;
+        Ok(tls::Tls {
+            certificates: files,
+            server_config,
+        })
     }
 
     fn routes(&self, raw: Vec<schema::Route>, upstreams: &BTreeMap<String, Upstream>) -> Result<Vec<Route>, Invalid> {
@@ -606,7 +670,7 @@ backends = ["127.0.0.1:9000"]
         let source = MINIMAL.replace("name = \"main\"", "name = \"main\"\nport = 80");
         assert_eq!(
             error(&source),
-            "t.toml:4:1: listeners[0].port: unknown field `port`, expected one of `name`, `address`, `max_connections`"
+            "t.toml:4:1: listeners[0].port: unknown field `port`, expected one of `name`, `address`, `max_connections`, `tls`"
         );
     }
 

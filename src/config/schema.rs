@@ -77,6 +77,22 @@ pub(crate) struct Listener {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
     pub max_connections: Option<Spanned<i64>>,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerTls {
+    pub certificates: Vec<TlsCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsCertificate {
+    pub chain: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub names: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

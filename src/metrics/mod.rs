@@ -61,6 +61,7 @@ struct Inner {
     /// Per listener, in config order.
     connections_active: Vec<Gauge>,
     connections_total: Vec<Counter>,
+    tls_handshake_failures: Vec<Counter>,
     access_log: Option<AccessLog>,
     ready: AtomicBool,
 }
@@ -145,6 +146,26 @@ impl Metrics {
             .iter()
             .map(|l| total_family.get_or_create(&labels(&[("listener", &l.name)])).clone())
             .collect();
+        let handshake_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "tailcut_tls_handshake_failures",
+            "TLS handshakes that failed or timed out, on listeners with TLS",
+            handshake_family.clone(),
+        );
+        let tls_handshake_failures = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let counter = handshake_family
+                    .get_or_create(&labels(&[("listener", &l.name)]))
+                    .clone();
+                // Only TLS listeners appear in the exposition.
+                if l.tls.is_none() {
+                    handshake_family.remove(&labels(&[("listener", &l.name)]));
+                }
+                counter
+            })
+            .collect();
 
         let dropped = Counter::default();
         registry.register(
@@ -171,6 +192,7 @@ impl Metrics {
                 timeouts,
                 connections_active,
                 connections_total,
+                tls_handshake_failures,
                 access_log,
                 ready: AtomicBool::new(false),
             }),
@@ -220,6 +242,13 @@ impl Metrics {
     /// A backend did not connect or answer in time.
     pub fn upstream_timeout(&self, cluster: usize) {
         if let Some(counter) = self.inner.timeouts.get(cluster) {
+            counter.inc();
+        }
+    }
+
+    /// A TLS handshake on `listener` failed or timed out.
+    pub fn tls_handshake_failure(&self, listener: usize) {
+        if let Some(counter) = self.inner.tls_handshake_failures.get(listener) {
             counter.inc();
         }
     }

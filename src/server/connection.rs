@@ -1,7 +1,8 @@
-//! Serving one client connection: HTTP/1.1 or HTTP/2 (detected from the
-//! first bytes), the idle timeout, and graceful shutdown.
+//! Serving one client connection: TLS termination when the listener has it,
+//! HTTP/1.1 or HTTP/2, the idle timeout, and graceful shutdown.
 //!
-//! The protocol is chosen by peeking at the HTTP/2 connection preface, then
+//! Over TLS, ALPN chooses the protocol (`h2` or `http/1.1`). In cleartext,
+//! the protocol is chosen by peeking at the HTTP/2 connection preface, then
 //! hyper's HTTP/1 or HTTP/2 server runs on the plain socket. hyper-util's
 //! `auto` builder does the same detection but keeps every read of the
 //! connection going through its rewind wrapper and version dispatch; serving
@@ -20,6 +21,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -45,55 +47,99 @@ pub(super) struct Shared {
     pub tasks: TaskTracker,
 }
 
-/// Serves requests on `stream`. `_permit` holds a place under the
-/// listener's connection limit for as long as the connection lives.
+/// A client connection as accepted: the listener it came to and how to
+/// speak to it.
+pub(super) struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    /// The listener's place in the config, for its metrics.
+    pub index: usize,
+    /// The listener's TLS acceptor, if it terminates TLS.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves requests on a connection: over TLS, with the protocol ALPN chose,
+/// or in cleartext, HTTP/1.1 or h2c by the first bytes. `_permit` holds a
+/// place under the listener's connection limit for as long as the
+/// connection lives.
 pub(super) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Arc<str>,
+    accepted: Accepted,
     shared: Arc<Shared>,
     _permit: OwnedSemaphorePermit,
     _counted: ConnectionGuard,
 ) {
+    let Accepted {
+        stream,
+        peer,
+        listener,
+        index,
+        tls,
+    } = accepted;
     let span = tracing::debug_span!("connection", %peer, %listener);
     async move {
-        let activity = Activity::new();
-        let service = TowerToHyperService::new(middleware::stack(
-            shared.proxy.service_for(peer, "http"),
-            activity.clone(),
-            shared.metrics.clone(),
-        ));
-        match starts_with_h2_preface(&stream, shared.header_timeout).await {
-            Some(true) => {
-                let connection = shared.http2.serve_connection(TokioIo::new(stream), service);
-                drive(
-                    connection,
-                    http2::Connection::graceful_shutdown,
-                    &activity,
-                    &shared,
-                    FirstRequest::NotAwaited,
-                )
-                .await;
+        match tls {
+            None => match starts_with_h2_preface(&stream, shared.header_timeout).await {
+                Some(h2) => serve_http(TokioIo::new(stream), h2, peer, "http", &shared).await,
+                None => tracing::debug!("closed before sending a request"),
+            },
+            Some(acceptor) => {
+                // Bounded like a request head: a client that stalls its
+                // handshake must not hold the connection.
+                match tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_http(TokioIo::new(stream), h2, peer, "https", &shared).await;
+                    }
+                    Ok(Err(err)) => {
+                        shared.metrics.tls_handshake_failure(index);
+                        tracing::debug!(cause = %err, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        shared.metrics.tls_handshake_failure(index);
+                        tracing::debug!("TLS handshake timed out");
+                    }
+                }
             }
-            Some(false) => {
-                let connection = shared
-                    .http1
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                drive(
-                    connection,
-                    http1::UpgradeableConnection::graceful_shutdown,
-                    &activity,
-                    &shared,
-                    FirstRequest::Awaited,
-                )
-                .await;
-            }
-            None => tracing::debug!("closed before sending a request"),
         }
     }
     .instrument(span)
     .await;
+}
+
+/// Serves HTTP/2 (`h2`) or HTTP/1.1 on `io`; `proto` is the scheme the
+/// client used, for `X-Forwarded-Proto`.
+async fn serve_http<I>(io: TokioIo<I>, h2: bool, peer: SocketAddr, proto: &'static str, shared: &Shared)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let service = TowerToHyperService::new(middleware::stack(
+        shared.proxy.service_for(peer, proto),
+        activity.clone(),
+        shared.metrics.clone(),
+    ));
+    if h2 {
+        let connection = shared.http2.serve_connection(io, service);
+        drive(
+            connection,
+            http2::Connection::graceful_shutdown,
+            &activity,
+            shared,
+            FirstRequest::NotAwaited,
+        )
+        .await;
+    } else {
+        let connection = shared.http1.serve_connection(io, service).with_upgrades();
+        drive(
+            connection,
+            http1::UpgradeableConnection::graceful_shutdown,
+            &activity,
+            shared,
+            FirstRequest::Awaited,
+        )
+        .await;
+    }
 }
 
 /// What shutdown does to a connection whose first request has not started.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, Shared};
 use crate::config;
@@ -43,6 +44,10 @@ pub(super) async fn accept_loop(listener: config::Listener, index: usize, socket
         limit: listener.max_connections.get(),
         admitted: Arc::new(Semaphore::new(listener.max_connections.get())),
         rejecting: Arc::new(Semaphore::new(REJECTING_AT_ONCE)),
+        tls: listener
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.server_config.clone())),
         name: listener.name.into(),
         index,
     };
@@ -73,6 +78,8 @@ struct Gate {
     name: Arc<str>,
     /// The listener's place in the config, for its metrics.
     index: usize,
+    /// TLS termination, when the listener has it.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Gate {
@@ -83,14 +90,16 @@ impl Gate {
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = self.admitted.clone().try_acquire_owned() {
             let counted = shared.metrics.connection(self.index);
-            shared.tasks.spawn(connection::serve(
+            let accepted = connection::Accepted {
                 stream,
                 peer,
-                self.name.clone(),
-                shared.clone(),
-                permit,
-                counted,
-            ));
+                listener: self.name.clone(),
+                index: self.index,
+                tls: self.tls.clone(),
+            };
+            shared
+                .tasks
+                .spawn(connection::serve(accepted, shared.clone(), permit, counted));
         } else if let Ok(permit) = self.rejecting.clone().try_acquire_owned() {
             shared.tasks.spawn(connection::reject(
                 stream,

@@ -52,7 +52,7 @@ fn each_invalid_config_gives_its_exact_message_and_exit_64() {
         ),
         (
             VALID.replace("name = \"main\"", "name = \"main\"\nbacklog = 5"),
-            "CONFIG:3:1: listeners[0].backlog: unknown field `backlog`, expected one of `name`, `address`, `max_connections`",
+            "CONFIG:3:1: listeners[0].backlog: unknown field `backlog`, expected one of `name`, `address`, `max_connections`, `tls`",
         ),
         (
             format!("[timeouts]\nconnect = \"fast\"\n{VALID}"),

@@ -6,6 +6,7 @@
 //! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
 //!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
+//! - `tls.rs`: TLS termination (SNI, ALPN, handshake failures, certificate errors).
 //! - `deploy.rs`: the systemd unit, Kubernetes manifests, container config and
 //!   Dockerfile under `deploy/`, validated offline.
 
@@ -20,3 +21,4 @@ mod goproxy;
 mod heap;
 mod restart;
 mod support;
+mod tls;

@@ -1,0 +1,155 @@
+//! A listener's `tls` section, loaded: PEM certificate chains and keys read
+//! and checked against each other, and the rustls server configuration that
+//! serves them (TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the certificate
+//! chosen by SNI, the first one for names no certificate claims).
+//!
+//! Certificate and key paths are relative to the config file's folder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde::Serialize;
+
+/// A listener's TLS settings, loaded and ready to serve.
+#[derive(Clone, Serialize)]
+pub struct Tls {
+    /// The certificates, in config order; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// What the listener's handshakes use.
+    #[serde(skip)]
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("certificates", &self.certificates).finish()
+    }
+}
+
+/// Where one certificate came from, and the names it answers for.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub chain: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+    /// SNI names this certificate is chosen for (lower case).
+    pub names: Vec<String>,
+}
+
+/// Why a certificate could not be loaded, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file could not be read or holds no PEM item of the right kind.
+    #[error("{}: {problem}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// rustls refused the key or the pair.
+    #[error("{}: {problem}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What rustls said.
+        problem: String,
+    },
+}
+
+/// The crypto provider every listener uses: *ring*.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads `chain` and `key` (relative to `base`) into a certificate rustls
+/// can serve, checking that the key belongs to the leaf certificate.
+pub fn load_certificate(base: &Path, chain: &str, key: &str) -> Result<(CertifiedKey, PathBuf, PathBuf), TlsError> {
+    let chain_path = base.join(chain);
+    let key_path = base.join(key);
+    let file_error = |path: &Path, problem: String| TlsError::File {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let chain_pem = std::fs::read(&chain_path).map_err(|err| file_error(&chain_path, format!("cannot read: {err}")))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|err| file_error(&chain_path, format!("not a PEM certificate chain: {err}")))?;
+    if certs.is_empty() {
+        return Err(file_error(&chain_path, "holds no PEM certificate".into()));
+    }
+    let key_pem = std::fs::read(&key_path).map_err(|err| file_error(&key_path, format!("cannot read: {err}")))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|err| file_error(&key_path, format!("holds no PEM private key: {err}")))?;
+    let provider = provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|err| TlsError::Key {
+            path: key_path.clone(),
+            problem: format!("unusable private key: {err}"),
+        })?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|err| TlsError::Key {
+        path: key_path.clone(),
+        problem: match err {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                format!("does not match the certificate in {}", chain_path.display())
+            }
+            other => format!(
+                "cannot be checked against the certificate in {}: {other}",
+                chain_path.display()
+            ),
+        },
+    })?;
+    Ok((certified, chain_path, key_path))
+}
+
+/// The rustls server configuration for `certificates` (config order, the
+/// first the default), each with the SNI names it answers for.
+pub fn server_config(certificates: Vec<(Arc<CertifiedKey>, Vec<String>)>) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut by_name = HashMap::new();
+    for (certified, names) in &certificates {
+        for name in names {
+            by_name.entry(name.clone()).or_insert_with(|| certified.clone());
+        }
+    }
+    let default = certificates
+        .first()
+        .map(|(c, _)| c.clone())
+        .ok_or("at least one certificate is required")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|err| err.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni { by_name, default }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Chooses the certificate by the client's SNI name, and the default for a
+/// name no certificate claims or no name at all. rustls's own
+/// `ResolvesServerCertUsingSni` has no default and aborts those handshakes,
+/// which is not what an edge proxy with a catch-all certificate wants.
+#[derive(Debug)]
+struct BySni {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = client_hello
+            .server_name()
+            .and_then(|name| self.by_name.get(&name.to_ascii_lowercase()))
+            .unwrap_or(&self.default);
+        Some(chosen.clone())
+    }
+}
