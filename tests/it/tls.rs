@@ -159,6 +159,23 @@ async fn presented(proxy: &Proxy, sni: &str) -> CertificateDer<'static> {
     tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
 }
 
+/// GET `path` with Host `name` over a verified TLS connection offering only
+/// http/1.1, which ALPN must choose.
+async fn h1_get_over_tls(proxy: &Proxy, certs: &Certificates, name: &str, path: &str) -> StatusCode {
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    let tls = verifying_client(certs, &[b"http/1.1"])
+        .connect(ServerName::try_from(name.to_owned()).expect("name"), tcp)
+        .await
+        .expect("verified handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(connection);
+    let request = Request::get(path).header("host", name).body(empty()).expect("request");
+    sender.send_request(request).await.expect("h1 request").status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_each_names_certificate_and_the_default_for_others() {
     let certs = Certificates::new(&["default.test", "a.test", "b.test"]);
@@ -200,22 +217,7 @@ async fn alpn_negotiates_h2_and_http11_and_requests_are_forwarded_as_https() {
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
 
     // Only http/1.1 offered: HTTP/1.1.
-    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    let tls = verifying_client(&certs, &[b"http/1.1"])
-        .connect(name, tcp)
-        .await
-        .expect("verified handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1 handshake");
-    tokio::spawn(connection);
-    let request = Request::get("/h1")
-        .header("host", "a.test")
-        .body(empty())
-        .expect("request");
-    let response = sender.send_request(request).await.expect("h1 request");
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(h1_get_over_tls(&proxy, &certs, "a.test", "/h1").await, StatusCode::OK);
     assert_eq!(upstream.last().headers["via"], "1.1 tailcut");
     assert_eq!(upstream.last().headers["x-forwarded-proto"], "https");
 }
@@ -255,23 +257,7 @@ async fn a_failed_handshake_is_counted_and_others_are_served() {
     assert_eq!(failures, 2.0, "handshake failures counted");
 
     // The listener still serves a good client.
-    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
-    let tls = verifying_client(&certs, &[b"http/1.1"])
-        .connect(ServerName::try_from("b.test").expect("name"), tcp)
-        .await
-        .expect("handshake after failures");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1 handshake");
-    tokio::spawn(connection);
-    let request = Request::get("/")
-        .header("host", "b.test")
-        .body(empty())
-        .expect("request");
-    assert_eq!(
-        sender.send_request(request).await.expect("request").status(),
-        StatusCode::OK
-    );
+    assert_eq!(h1_get_over_tls(&proxy, &certs, "b.test", "/").await, StatusCode::OK);
 }
 
 /// `tailcut check` on a config whose certificate files are bad.
