@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# TLS figures for tailcut, side by side with Debian's nginx:
+#
+#  1. saturated requests/s over TLS with keep-alive (wrk -c$CONNS), and
+#  2. new TLS handshakes per second per core (wrk with Connection: close, so
+#     every request is a fresh TLS connection and a full handshake),
+#     both as ratios to nginx, rounds interleaved;
+#  3. whether handshakes stall requests already in flight: the corrected
+#     p99 / p99.9 of plain-HTTP requests at a fixed open-loop rate
+#     (tailcut-load) through tailcut, alone and while new TLS connections
+#     arrive at a steady HANDSHAKE_RATE on a TLS listener of the same
+#     single-worker tailcut.
+#
+# Each proxy alone on PROXY_CPU with one worker; the upstream (nginx, 12
+# bytes), wrk and tailcut-load share LOAD_CPU. In part 3 the connection
+# client runs on HANDSHAKE_CPU, by default LOAD_CPU too, where its TLS work
+# takes CPU from the generator: the run's verdicts say when that made a run
+# invalid, and only a core of its own separates the two.
+# The certificate is ECDSA P-256, made with openssl for the run. The Go proxy
+# does not terminate TLS, so it has no column.
+#
+# Usage: benches/tls.sh [ROUNDS] [DURATION]      defaults: 3 10s
+# Env:   CONNS (50), RATE (2000), HANDSHAKE_RATE (200), PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (18180),
+#        HANDSHAKE_CPU (LOAD_CPU): where the part-3 connection client runs (give it a core of its
+#        own on a machine with three or more), ONLY_STALLS=1 to run part 3 alone
+# Needs: nginx, wrk, taskset, openssl, python3   (Debian: apt-get install nginx-light wrk util-linux openssl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${1:-3}
+DURATION=${2:-10s}
+CONNS=${CONNS:-50}
+RATE=${RATE:-2000}
+HANDSHAKE_RATE=${HANDSHAKE_RATE:-200}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+HANDSHAKE_CPU=${HANDSHAKE_CPU:-$LOAD_CPU}
+BASE_PORT=${BASE_PORT:-18180}
+UP_PORT=$((BASE_PORT + 1)) NGINX_PORT=$((BASE_PORT + 2)) TAILCUT_PORT=$((BASE_PORT + 3))
+PLAIN_PORT=$((BASE_PORT + 4)) ADMIN_PORT=$((BASE_PORT + 5))
+
+SCRIPT=tls
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+require nginx wrk taskset openssl python3
+
+cargo build --release --quiet --bin tailcut -p tailcut -p tailcut-load
+TAILCUT=target/release/tailcut
+LOAD=target/release/tailcut-load
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
+upstream_conf "$UP_PORT" > "$work/upstream.conf"
+cat > "$work/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/nginx.pid; error_log stderr error;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+      add_header Via "1.1 nginx";
+    }
+  }
+}
+CONF
+cat > "$work/tailcut.toml" <<TOML
+[[listeners]]
+name = "tls"
+address = "127.0.0.1:$TAILCUT_PORT"
+[[listeners.tls.certificates]]
+chain = "$work/cert.pem"
+key = "$work/key.pem"
+
+[[listeners]]
+name = "plain"
+address = "127.0.0.1:$PLAIN_PORT"
+
+[[routes]]
+name = "all"
+upstream = "app"
+
+[upstreams.app]
+backends = ["127.0.0.1:$UP_PORT"]
+
+[admin]
+address = "127.0.0.1:$ADMIN_PORT"
+TOML
+
+# A bounded, fixed-rate stream of new connections, TLS or (with a fourth
+# argument, "plain") cleartext: one GET each, then close.
+cat > "$work/handshakes.py" <<'PY'
+import socket, ssl, sys, threading, time
+port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+plain = len(sys.argv) > 4
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+counts = {"ok": 0, "failed": 0}
+lock = threading.Lock()
+def one():
+    outcome = "ok"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            conn = raw if plain else ctx.wrap_socket(raw, server_hostname="bench.test")
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+            while conn.recv(4096):
+                pass
+            conn.close()
+    except OSError:
+        outcome = "failed"
+    with lock:
+        counts[outcome] += 1
+start = time.monotonic()
+threads = []
+for i in range(int(rate * seconds)):
+    delay = start + i / rate - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    t = threading.Thread(target=one, daemon=True)
+    t.start()
+    threads.append(t)
+for t in threads:
+    t.join(10)
+print(counts["ok"], counts["failed"])
+PY
+
+taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -e stderr & pids+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$work/nginx.conf" -e stderr & pids+=($!)
+taskset -c "$PROXY_CPU" "$TAILCUT" run --config "$work/tailcut.toml" --workers 1 --log-level warn & pids+=($!)
+for port in "$UP_PORT" "$NGINX_PORT" "$TAILCUT_PORT" "$PLAIN_PORT"; do wait_port "$port"; done
+
+# https_rps PORT [HEADER] : requests/s of one wrk run over TLS.
+https_rps() {
+  local header=()
+  [ $# -gt 1 ] && header=(-H "$2")
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" "${header[@]}" "https://127.0.0.1:$1/" |
+    awk '/^Requests\/sec:/ {print $2}'
+}
+if [ -z "${ONLY_STALLS:-}" ]; then
+echo "warm-up (2 s each)"
+for port in "$NGINX_PORT" "$TAILCUT_PORT"; do
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$port/" >/dev/null
+done
+
+printf '\n%-6s %14s %14s %10s %16s %16s %10s\n' round "nginx ka r/s" "tailcut ka r/s" ratio "nginx hs/s" "tailcut hs/s" ratio
+ka_ratios=() hs_ratios=() ka_t=() ka_n=() hs_t=() hs_n=()
+for round in $(seq "$ROUNDS"); do
+  if ((round % 2)); then order=("$NGINX_PORT" "$TAILCUT_PORT"); else order=("$TAILCUT_PORT" "$NGINX_PORT"); fi
+  declare -A ka hs
+  for port in "${order[@]}"; do ka[$port]=$(https_rps "$port"); done
+  for port in "${order[@]}"; do hs[$port]=$(https_rps "$port" "Connection: close"); done
+  kr=$(awk -v a="${ka[$TAILCUT_PORT]}" -v b="${ka[$NGINX_PORT]}" 'BEGIN { printf "%.3f", a / b }')
+  hr=$(awk -v a="${hs[$TAILCUT_PORT]}" -v b="${hs[$NGINX_PORT]}" 'BEGIN { printf "%.3f", a / b }')
+  printf '%-6s %14s %14s %10s %16s %16s %10s\n' "$round" "${ka[$NGINX_PORT]}" "${ka[$TAILCUT_PORT]}" "$kr" \
+    "${hs[$NGINX_PORT]}" "${hs[$TAILCUT_PORT]}" "$hr"
+  ka_ratios+=("$kr") hs_ratios+=("$hr")
+  ka_t+=("${ka[$TAILCUT_PORT]}") ka_n+=("${ka[$NGINX_PORT]}") hs_t+=("${hs[$TAILCUT_PORT]}") hs_n+=("${hs[$NGINX_PORT]}")
+done
+echo
+echo "keep-alive over TLS, tailcut / nginx: median $(printf '%s\n' "${ka_ratios[@]}" | median)" \
+  "(tailcut median $(printf '%s\n' "${ka_t[@]}" | median) req/s, nginx $(printf '%s\n' "${ka_n[@]}" | median))"
+echo "new TLS handshakes per second on one core, tailcut / nginx: median $(printf '%s\n' "${hs_ratios[@]}" | median)" \
+  "(tailcut median $(printf '%s\n' "${hs_t[@]}" | median)/s, nginx $(printf '%s\n' "${hs_n[@]}" | median)/s)"
+fi
+
+# Part 3: plain requests at RATE through tailcut, alone, with HANDSHAKE_RATE
+# new cleartext connections/s (the control: the same client-side churn on
+# LOAD_CPU, no TLS), and with HANDSHAKE_RATE new TLS connections/s on the
+# same single-worker tailcut. Only the difference between the last two is
+# TLS's; what the control adds over "alone" is the shared load core's.
+seconds=${DURATION%s}
+plain_tail() {
+  # An invalid run exits 3; its verdict is printed, not fatal here.
+  { taskset -c "$LOAD_CPU" "$LOAD" run "http://127.0.0.1:$PLAIN_PORT/" --rate "$RATE" --duration "$DURATION" \
+    --warmup 2s -c 16 2>&1 || true; } | awk '/^latency \(from intended send\)/ {print $7, $8} /^verdict/ {print $2}' | paste -sd' '
+}
+# with_churn PORT [plain] : plain_tail while new connections arrive on PORT.
+with_churn() {
+  taskset -c "$HANDSHAKE_CPU" python3 "$work/handshakes.py" "$1" "$HANDSHAKE_RATE" "$((seconds + 2))" ${2:-} > "$work/churn.out" &
+  local churn=$!
+  local result
+  result=$(plain_tail)
+  wait "$churn"
+  echo "$result ($(cat "$work/churn.out" | awk '{print $1 " ok " $2 " failed"}'))"
+}
+echo
+echo "plain requests at $RATE/s through tailcut: corrected p99 p99.9 verdict; new connections at $HANDSHAKE_RATE/s"
+printf '%-6s %-24s %-46s %s\n' round alone "cleartext connections (control)" "TLS connections"
+for round in $(seq "$ROUNDS"); do
+  alone=$(plain_tail)
+  control=$(with_churn "$PLAIN_PORT" plain)
+  tls=$(with_churn "$TAILCUT_PORT")
+  printf '%-6s %-24s %-46s %s\n' "$round" "$alone" "$control" "$tls"
+done
