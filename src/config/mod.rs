@@ -171,6 +171,8 @@ pub struct Upstream {
     /// How long an idle pooled connection is kept.
     #[serde(serialize_with = "as_humantime")]
     pub pool_idle_timeout: Duration,
+    /// TLS to the backends; `None`: cleartext.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 impl Config {
@@ -252,13 +254,14 @@ impl Validator<'_> {
             max_concurrent_streams: self.count(l.max_concurrent_streams, "limits.max_concurrent_streams", nz(100))?,
         };
 
+        // Certificate paths are relative to the config file's folder.
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
         let upstreams = file
             .upstreams
             .into_iter()
-            .map(|(name, upstream)| Ok((name.clone(), self.upstream(&name, upstream)?)))
+            .map(|(name, upstream)| Ok((name.clone(), self.upstream(&name, upstream, base)?)))
             .collect::<Result<BTreeMap<_, _>, Invalid>>()?;
 
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
         let listeners = self.listeners(file.listeners, limits.max_connections_per_listener, base)?;
         let routes = self.routes(file.routes, &upstreams)?;
         let admin = self.admin(file.admin)?;
@@ -451,7 +454,7 @@ impl Validator<'_> {
             .collect()
     }
 
-    fn upstream(&self, name: &str, raw: schema::Upstream) -> Result<Upstream, Invalid> {
+    fn upstream(&self, name: &str, raw: schema::Upstream, base: &Path) -> Result<Upstream, Invalid> {
         let key = format!("upstreams.{name}");
         if raw.backends.get_ref().is_empty() {
             return Err(self.locator.error(
@@ -471,10 +474,31 @@ impl Validator<'_> {
             None => 64,
             Some(value) => self.non_negative(&value, &format!("{key}.max_idle_per_backend"))?,
         };
+        let tls = raw
+            .tls
+            .map(|raw| {
+                let server_name = raw.server_name.map(|n| (n.get_ref().clone(), n.span()));
+                if let Some((name, span)) = &server_name {
+                    if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                        return Err(self.locator.error(
+                            Some(span.clone()),
+                            format!("{key}.tls.server_name"),
+                            format!("{name:?} is not a DNS name or IP address"),
+                        ));
+                    }
+                }
+                let ca = raw.ca.as_ref().map(|c| c.get_ref().as_str());
+                tls::upstream(base, ca, server_name.map(|(n, _)| n)).map_err(|err| {
+                    let at = raw.ca.as_ref().map(Spanned::span);
+                    self.locator.error(at, format!("{key}.tls.ca"), err.to_string())
+                })
+            })
+            .transpose()?;
         Ok(Upstream {
             backends,
             max_idle_per_backend,
             pool_idle_timeout: self.duration(raw.pool_idle_timeout, &format!("{key}.pool_idle_timeout"), "90s")?,
+            tls,
         })
     }
 

@@ -111,4 +111,12 @@ pub(crate) struct Upstream {
     pub backends: Spanned<Vec<Spanned<String>>>,
     pub max_idle_per_backend: Option<Spanned<i64>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
 }

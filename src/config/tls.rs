@@ -3,6 +3,10 @@
 //! serves them (TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, the certificate
 //! chosen by SNI, the first one for names no certificate claims).
 //!
+//! Also an upstream cluster's `tls` section: the roots its backends'
+//! certificates are verified against (a CA bundle, or the system's), and the
+//! name they must carry.
+//!
 //! Certificate and key paths are relative to the config file's folder.
 
 use std::collections::HashMap;
@@ -152,4 +156,82 @@ impl ResolvesServerCert for BySni {
             .unwrap_or(&self.default);
         Some(chosen.clone())
     }
+}
+
+/// TLS to an upstream cluster's backends, verified.
+#[derive(Clone, Serialize)]
+pub struct UpstreamTls {
+    /// PEM CA bundle the backends' certificates are checked against;
+    /// `None`: the system's root store.
+    pub ca: Option<PathBuf>,
+    /// The name the backends' certificates must carry (and the SNI sent);
+    /// `None`: each backend's IP address.
+    pub server_name: Option<String>,
+    /// What the handshakes use.
+    #[serde(skip)]
+    pub client_config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client configuration for an upstream: TLS 1.2 and 1.3, roots from
+/// `ca` (relative to `base`) or the system store, ALPN `http/1.1` (the pool
+/// speaks HTTP/1.1).
+pub fn upstream(base: &Path, ca: Option<&str>, server_name: Option<String>) -> Result<UpstreamTls, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_path = ca.map(|ca| base.join(ca));
+    match &ca_path {
+        Some(path) => {
+            let file_error = |problem: String| TlsError::File {
+                path: path.clone(),
+                problem,
+            };
+            let pem = std::fs::read(path).map_err(|err| file_error(format!("cannot read: {err}")))?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|err| file_error(format!("not a PEM certificate bundle: {err}")))?;
+            if certs.is_empty() {
+                return Err(file_error("holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|err| file_error(format!("unusable CA certificate: {err}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A system store may hold a certificate rustls cannot use; skip it.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::File {
+                    path: PathBuf::from("(system root store)"),
+                    problem: "no usable root certificates; set `ca` to a CA bundle".into(),
+                });
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|err| TlsError::File {
+            path: ca_path.clone().unwrap_or_default(),
+            problem: err.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(UpstreamTls {
+        ca: ca_path,
+        server_name,
+        client_config: Arc::new(config),
+    })
 }

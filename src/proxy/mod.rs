@@ -231,7 +231,7 @@ impl Shared {
         }
         let cluster = &self.clusters[cluster_index];
         match &err {
-            SendError::Connect(_) => self.metrics.upstream_connect_error(cluster_index),
+            SendError::Connect(_) | SendError::Tls(_) => self.metrics.upstream_connect_error(cluster_index),
             SendError::ConnectTimeout => {
                 self.metrics.upstream_connect_error(cluster_index);
                 self.metrics.upstream_timeout(cluster_index);

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use super::upload::{UploadBody, UploadProgress};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 /// Largest read buffer of one upstream connection. hyper's default lets it
 /// grow to about 400 KiB; 64 KiB keeps memory per pooled connection small
@@ -38,9 +39,16 @@ pub enum SendError {
     /// Opening the TCP connection failed.
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
-    /// Opening the TCP connection took longer than the connect timeout.
+    /// Opening the TCP connection (and the TLS session, for a TLS
+    /// upstream) took longer than the connect timeout.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake with the backend failed (its certificate did not
+    /// verify, among other causes).
+    /// (Not a `source`: the I/O error's own source is the same rustls error,
+    /// which log lines would print twice.)
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
     /// No response head within the response-header timeout, counted from
     /// when the request (and its body) had been sent.
     #[error("no response within {0:?}")]
@@ -57,7 +65,18 @@ pub enum SendError {
 /// state machine that must be polled for any I/O to happen.
 struct Conn {
     sender: SendRequest<UploadBody>,
-    driver: Connection<TokioIo<TcpStream>, UploadBody>,
+    driver: Connection<TokioIo<UpstreamIo>, UploadBody>,
+}
+
+/// A connection to a backend: plain TCP, or TLS over it.
+pub(super) type UpstreamIo = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// How to reach a backend over TLS: the connector and the name its
+/// certificate must carry.
+#[derive(Clone)]
+pub(super) struct UpstreamTls {
+    pub connector: tokio_rustls::TlsConnector,
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 struct Idle {
@@ -73,6 +92,7 @@ pub(super) struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    tls: Option<UpstreamTls>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -85,13 +105,20 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub(super) fn new(addr: SocketAddr, max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+    pub(super) fn new(
+        addr: SocketAddr,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
+    ) -> Self {
         Self {
             addr,
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
             connect_timeout,
+            tls,
         }
     }
 
@@ -178,13 +205,30 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+    /// Opens a connection to the backend: TCP, then TLS for a TLS upstream,
+    /// both within the connect timeout.
+    pub(super) async fn open(&self) -> Result<UpstreamIo, SendError> {
+        let open = async {
+            let stream = TcpStream::connect(self.addr).await.map_err(SendError::Connect)?;
+            // Best effort: without NODELAY small requests wait for Nagle, but still arrive.
+            let _ = stream.set_nodelay(true);
+            match &self.tls {
+                None => Ok(Either::Left(stream)),
+                Some(tls) => tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map(Either::Right)
+                    .map_err(SendError::Tls),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, open)
             .await
             .map_err(|_| SendError::ConnectTimeout)?
-            .map_err(SendError::Connect)?;
-        // Best effort: without NODELAY small requests wait for Nagle, but still arrive.
-        let _ = stream.set_nodelay(true);
+    }
+
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
+        let stream = self.open().await?;
         let (sender, driver) = http1::Builder::new()
             .max_buf_size(READ_BUFFER)
             .handshake(TokioIo::new(stream))

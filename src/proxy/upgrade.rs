@@ -10,12 +10,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::body::ProxyBody;
 use super::error::ProxyError;
 use super::headers;
+use super::pool::SendError;
 use super::upstream::{Backend, Cluster};
 
 /// Sends an upgrade request (origin-form URI) to `backend` on a fresh
@@ -41,12 +41,11 @@ pub(super) async fn tunnel(
     };
 
     let sent = std::time::Instant::now();
-    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(backend.addr))
-        .await
-        .map_err(|_| timed_out(connect_timeout))?
-        .map_err(|err| failed(format!("connect: {err}")))?;
-    // Best effort: a socket that refuses NODELAY still works, only slower.
-    let _ = stream.set_nodelay(true);
+    // TCP (and TLS for a TLS upstream) within the connect timeout.
+    let stream = backend.open().await.map_err(|err| match err {
+        SendError::ConnectTimeout => timed_out(connect_timeout),
+        err => failed(err.to_string()),
+    })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|err| failed(format!("handshake: {err}")))?;

@@ -12,7 +12,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 pub use super::pool::Lease;
-use super::pool::{Pool, SendError};
+use rustls::pki_types::ServerName;
+
+use super::pool::{self, Pool, SendError};
 use crate::balance::RoundRobin;
 use crate::config;
 
@@ -29,6 +31,12 @@ impl Backend {
     /// `Host` naming this backend, for requests that arrive without one.
     pub fn host_header(&self) -> http::HeaderValue {
         self.host.clone()
+    }
+
+    /// Opens a dedicated connection (TCP, and TLS for a TLS upstream), as
+    /// the pool does for its own.
+    pub(super) async fn open(&self) -> Result<pool::UpstreamIo, SendError> {
+        self.pool.open().await
     }
 
     /// Sends `request` (origin-form URI) on a pooled connection;
@@ -68,6 +76,16 @@ impl Cluster {
                     upstream.max_idle_per_backend,
                     upstream.pool_idle_timeout,
                     timeouts.connect,
+                    upstream.tls.as_ref().map(|tls| pool::UpstreamTls {
+                        connector: tokio_rustls::TlsConnector::from(tls.client_config.clone()),
+                        // Validated when the config was read; the backend's
+                        // IP address when no name is configured.
+                        server_name: tls
+                            .server_name
+                            .as_deref()
+                            .and_then(|name| ServerName::try_from(name.to_owned()).ok())
+                            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
+                    }),
                 )),
             })
             .collect();

@@ -17,10 +17,13 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::{body_bytes, empty, get_text, metric, Kind, Proxy, Upstream};
 
-/// A test CA and the PEM files of the certificates it signed, in a folder.
+/// A test CA and the PEM files of the certificates it signed, in a folder
+/// (the CA's own as `ca.pem`).
 struct Certificates {
     dir: tempfile::TempDir,
     ca: CertificateDer<'static>,
+    ca_cert: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
     /// DER of each leaf, by name.
     leaves: Vec<(String, CertificateDer<'static>)>,
 }
@@ -36,22 +39,33 @@ impl Certificates {
             .push(rcgen::DnType::CommonName, "tailcut test CA");
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
         let ca = params.self_signed(&ca_key).expect("CA");
-        let mut leaves = Vec::new();
-        for name in names {
-            let key = rcgen::KeyPair::generate().expect("key");
-            let leaf = rcgen::CertificateParams::new(vec![(*name).to_owned()])
-                .expect("params")
-                .signed_by(&key, &ca, &ca_key)
-                .expect("leaf");
-            std::fs::write(dir.path().join(format!("{name}.pem")), leaf.pem()).expect("write chain");
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).expect("write key");
-            leaves.push(((*name).to_owned(), leaf.der().clone()));
-        }
-        Certificates {
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        let mut certs = Certificates {
             dir,
             ca: ca.der().clone(),
-            leaves,
+            ca_cert: ca,
+            ca_key,
+            leaves: Vec::new(),
+        };
+        for name in names {
+            certs.add_leaf(name, name, false);
         }
+        certs
+    }
+
+    /// Signs a certificate for `name`, written as `FILE.pem` / `FILE.key`;
+    /// `expired` makes it valid only in 2020.
+    fn add_leaf(&mut self, name: &str, file: &str, expired: bool) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
+        let leaf = params.signed_by(&key, &self.ca_cert, &self.ca_key).expect("leaf");
+        std::fs::write(self.dir.path().join(format!("{file}.pem")), leaf.pem()).expect("write chain");
+        std::fs::write(self.dir.path().join(format!("{file}.key")), key.serialize_pem()).expect("write key");
+        self.leaves.push((file.to_owned(), leaf.der().clone()));
     }
 
     fn path(&self, file: &str) -> String {
@@ -317,4 +331,94 @@ fn unusable_certificate_files_are_config_errors_naming_the_file() {
         let (code, stderr) = check(&config(chain, key), dir);
         assert_eq!((code, stderr.as_str()), (64, expected), "chain {chain}, key {key}");
     }
+}
+
+/// A backend that speaks HTTPS with `name`'s certificate from `certs` and
+/// answers `secure` to everything.
+async fn tls_backend(certs: &Certificates, name: &str) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.path(&format!("{name}.pem")))
+        .expect("chain")
+        .collect::<Result<_, _>>()
+        .expect("chain");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(certs.path(&format!("{name}.key"))).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"secure"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain-HTTP proxy whose one upstream is `backend` over TLS, verified
+/// against `ca` with the name `server_name`.
+fn proxy_to_tls_backend(backend: std::net::SocketAddr, ca: &str, server_name: &str) -> Proxy {
+    let config = crate::support::config(&[backend], "")
+        .replace(
+            "[upstreams.app]",
+            "[upstreams.app]\ntls = { ca = \"CA\", server_name = \"NAME\" }",
+        )
+        .replace("CA", ca)
+        .replace("NAME", server_name);
+    Proxy::start(Kind::Tailcut, &config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_is_verified_and_a_wrong_or_expired_certificate_is_refused() {
+    let mut certs = Certificates::new(&["a.test", "b.test"]);
+    certs.add_leaf("a.test", "a.test-expired", true);
+    let ca = certs.path("ca.pem");
+
+    // Trusted CA, matching name: forwarded over TLS.
+    let good = proxy_to_tls_backend(tls_backend(&certs, "a.test").await, &ca, "a.test");
+    assert_eq!(get_text(good.addr, "/", None).await, (200, "secure".to_owned()));
+
+    // The certificate names b.test, the proxy expects a.test: 502, and why.
+    let wrong = proxy_to_tls_backend(tls_backend(&certs, "b.test").await, &ca, "a.test");
+    assert_eq!(get_text(wrong.addr, "/", None).await.0, 502);
+    let line = wrong
+        .wait_for_log(|l| l["message"] == "request failed")
+        .expect("logged failure");
+    let cause = line["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("TLS handshake") && cause.contains("not valid for name"),
+        "{line}"
+    );
+
+    // Expired, from the same CA: 502.
+    let stale = proxy_to_tls_backend(tls_backend(&certs, "a.test-expired").await, &ca, "a.test");
+    assert_eq!(get_text(stale.addr, "/", None).await.0, 502);
+    let line = stale
+        .wait_for_log(|l| l["message"] == "request failed")
+        .expect("logged failure");
+    assert!(
+        line["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("certificate expired"),
+        "{line}"
+    );
 }
