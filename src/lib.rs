@@ -6,10 +6,11 @@
 //!
 //! - [`cli`]: command-line definitions (clap); nothing else.
 //! - [`config`]: TOML on disk -> validated, typed, immutable [`config::Config`].
-//!   Every error names file, line, column and key.
+//!   Every error names file, line, column and key. [`config::tls`] loads
+//!   certificates into rustls configurations, for listeners and upstreams.
 //! - [`server`]: binds listeners, accepts connections (with a per-listener
-//!   limit), serves HTTP/1.1 and cleartext HTTP/2 on each, closes idle
-//!   connections and drains on shutdown.
+//!   limit), terminates TLS where configured, serves HTTP/1.1 and HTTP/2 on
+//!   each, closes idle connections and drains on shutdown.
 //! - [`middleware`]: tower layers that wrap the forwarding service; the stack
 //!   is composed once, in [`middleware::stack`].
 //! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled
