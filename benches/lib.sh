@@ -38,6 +38,24 @@ http {
 CONF
 }
 
+# nginx_proxy_location : the location block that makes nginx do tailcut's
+# job in front of the `app` upstream: pooled keep-alive HTTP/1.1, Host,
+# X-Forwarded-For/-Proto/-Host, and Via.
+nginx_proxy_location() {
+  cat <<'CONF'
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      add_header Via "1.1 nginx";
+    }
+CONF
+}
+
 # wait_port PORT : until something listens on 127.0.0.1:PORT (5 s at most).
 wait_port() {
   for _ in $(seq 100); do
