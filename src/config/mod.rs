@@ -373,18 +373,12 @@ impl Validator<'_> {
                     };
                     self.locator.error(Some(at), format!("{key}.{field}"), err.to_string())
                 })?;
-            let mut names = Vec::new();
-            for (j, name) in certificate.names.iter().enumerate() {
-                let text = name.get_ref();
-                if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
-                    return Err(self.locator.error(
-                        Some(name.span()),
-                        format!("{key}.names[{j}]"),
-                        format!("{text:?} is not a host name"),
-                    ));
-                }
-                names.push(text.to_ascii_lowercase());
-            }
+            let names = certificate
+                .names
+                .iter()
+                .enumerate()
+                .map(|(j, name)| self.host(name, &format!("{key}.names[{j}]")))
+                .collect::<Result<Vec<_>, _>>()?;
             loaded.push((std::sync::Arc::new(certified), names.clone()));
             files.push(tls::CertificateFiles {
                 chain,

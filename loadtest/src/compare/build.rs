@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::CompareError;
+use super::{setup, CompareError};
 
 /// One binary's size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,10 +98,6 @@ fn size_of(name: &str, path: &Path) -> BinarySize {
     }
 }
 
-fn setup(what: String) -> impl Fn(std::io::Error) -> CompareError {
-    move |err| CompareError::Setup(format!("{what}: {err}"))
-}
-
 /// `cargo build --profile PROFILE --bin tailcut`, into `target_dir` if given.
 fn cargo_build(profile: &str, target_dir: Option<&Path>) -> Result<PathBuf, CompareError> {
     let command = format!("cargo build --locked --profile {profile} --bin tailcut");
@@ -133,7 +129,7 @@ fn go_build(binary: &Path, cache: Option<&Path>) -> Result<PathBuf, CompareError
     if let Some(dir) = cache {
         go.env("GOCACHE", dir);
     }
-    let status = go.status().map_err(setup("go (install Go 1.24 or newer)".into()))?;
+    let status = go.status().map_err(setup("go (install Go 1.24 or newer)"))?;
     if !status.success() {
         return Err(CompareError::Setup("go build of the Go proxy failed".into()));
     }

@@ -456,7 +456,9 @@ fn invalid_note(result: &RunResult) -> String {
     }
 }
 
-fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> CompareError {
+/// Turns an error from setting up (building, starting, binding) into a
+/// [`CompareError::Setup`] saying what was being done.
+pub(crate) fn setup<W: std::fmt::Display, E: std::fmt::Display>(what: W) -> impl Fn(E) -> CompareError {
     move |err| CompareError::Setup(format!("{what}: {err}"))
 }
 

@@ -8,15 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::procs::{self, CpuPlan, Running};
-use super::CompareError;
+use super::{setup, CompareError};
 
 /// Connections each proxy accepts: the idle-connection phase's 10,000 and
 /// the load's on top.
 const MAX_CONNECTIONS: usize = 10_500;
-
-fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> CompareError {
-    move |err| CompareError::Setup(format!("{what}: {err}"))
-}
 
 /// A proxy under comparison, running.
 pub struct Proxy {
