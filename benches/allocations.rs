@@ -46,7 +46,9 @@ fn main() {
         .block_on(tailcut::server::Server::bind(Arc::new(config)))
         .expect("bind");
     let addr = server.local_addrs()[0].1;
-    proxy.spawn(server.run(std::future::pending()));
+    // No reloads: the sender is dropped at once.
+    let (_, reloads) = tokio::sync::mpsc::channel(1);
+    proxy.spawn(server.run(std::future::pending(), reloads));
 
     outside.block_on(async {
         let uri: http::Uri = format!("http://{addr}/bench?q=1").parse().expect("uri");

@@ -30,6 +30,10 @@ pub struct Cli {
     /// Tokio worker threads; default: the CPUs this process may run on.
     #[arg(long, global = true)]
     pub workers: Option<NonZeroUsize>,
+
+    /// Reload when the config file's contents change, as SIGHUP does.
+    #[arg(long, global = true)]
+    pub watch_config: bool,
 }
 
 /// The subcommands.

@@ -10,7 +10,8 @@
 //!   certificates into rustls configurations, for listeners and upstreams.
 //! - [`server`]: binds listeners, accepts connections (with a per-listener
 //!   limit), terminates TLS where configured, serves HTTP/1.1 and HTTP/2 on
-//!   each, closes idle connections and drains on shutdown.
+//!   each, closes idle connections, reloads the config on SIGHUP and drains
+//!   on shutdown.
 //! - [`middleware`]: tower layers that wrap the forwarding service; the stack
 //!   is composed once, in [`middleware::stack`].
 //! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled

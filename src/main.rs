@@ -62,9 +62,21 @@ fn run(cli: &Cli, config: config::Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
+        let path = config.source.clone();
         let server = server::Server::bind(Arc::new(config)).await?;
         tracing::debug!(workers, "runtime started");
-        server.run(server::shutdown_signal()).await;
+        // One waiting reload is enough: it reads the newest file.
+        let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
+        server::reload_signal(reloads.clone()).context("cannot listen for SIGHUP")?;
+        let _watcher = if cli.watch_config {
+            let watcher =
+                server::watch_config(&path, reloads).with_context(|| format!("cannot watch {}", path.display()))?;
+            Some(watcher)
+        } else {
+            drop(reloads);
+            None
+        };
+        server.run(server::shutdown_signal(), reload_requests).await;
         Ok(())
     })
 }

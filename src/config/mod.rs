@@ -162,7 +162,7 @@ pub struct Route {
 }
 
 /// A cluster of interchangeable backends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Upstream {
     /// Backend addresses, used round-robin.
     pub backends: Vec<SocketAddr>,

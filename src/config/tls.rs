@@ -167,9 +167,20 @@ pub struct UpstreamTls {
     /// The name the backends' certificates must carry (and the SNI sent);
     /// `None`: each backend's IP address.
     pub server_name: Option<String>,
+    /// The certificates read from `ca` (empty for the system's roots), so
+    /// that a reload can tell whether the bundle changed.
+    #[serde(skip)]
+    pub ca_certificates: Vec<CertificateDer<'static>>,
     /// What the handshakes use.
     #[serde(skip)]
     pub client_config: Arc<rustls::ClientConfig>,
+}
+
+/// Equal when built from the same settings and the same CA certificates.
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca && self.server_name == other.server_name && self.ca_certificates == other.ca_certificates
+    }
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -186,6 +197,7 @@ impl std::fmt::Debug for UpstreamTls {
 /// speaks HTTP/1.1).
 pub fn upstream(base: &Path, ca: Option<&str>, server_name: Option<String>) -> Result<UpstreamTls, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
+    let mut ca_certificates = Vec::new();
     let ca_path = ca.map(|ca| base.join(ca));
     match &ca_path {
         Some(path) => {
@@ -200,11 +212,12 @@ pub fn upstream(base: &Path, ca: Option<&str>, server_name: Option<String>) -> R
             if certs.is_empty() {
                 return Err(file_error("holds no PEM certificate".into()));
             }
-            for cert in certs {
+            for cert in &certs {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|err| file_error(format!("unusable CA certificate: {err}")))?;
             }
+            ca_certificates = certs;
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
@@ -232,6 +245,7 @@ pub fn upstream(base: &Path, ca: Option<&str>, server_name: Option<String>) -> R
     Ok(UpstreamTls {
         ca: ca_path,
         server_name,
+        ca_certificates,
         client_config: Arc::new(config),
     })
 }

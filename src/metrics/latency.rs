@@ -16,14 +16,12 @@
 //! histogram the crate would have recorded. (The crate's own `sync`
 //! recorder hands histograms over when a recorder next records, which an
 //! idle worker never does; its plain `Histogram` cannot be read while
-//! another thread writes it.) A thread ships what it has
-//! recorded to the reader through a channel once a second (checked as it
-//! records) and whenever it goes idle (the runtime's park hook calls
-//! [`flush_thread`]). The reader side ([`Latency::read`]) adds shipped
-//! batches into a ring of [`SLOTS`] interval slots covering the window, and
-//! into a since-start total. A slot is only ever whole intervals of shipped
-//! batches, so a reader sees a consistent window, and rotating the ring
-//! forgets the oldest interval at once.
+//! another thread writes it.)
+//!
+//! Route slots are numbered by the caller ([`crate::metrics`] hands them
+//! out, one per route and cluster pair). A shard allocates them in chunks on
+//! its first sample in a chunk, and the reader's tables grow to the highest
+//! chunk recorded, so slots added by a config reload cost nothing until used.
 //!
 //! Values are microseconds, from 1 us to 60 s at 3 significant digits;
 //! longer values are clamped to 60 s, not lost.
@@ -153,13 +151,36 @@ pub mod bucket {
     pub const LEN: usize = index(HIGHEST_MICROS) + 1;
 }
 
+/// Route slots a recorder holds. Slots are handed out as routes appear
+/// (reloads add some), and never reused, so that a slot's counts stay one
+/// route's; a thread allocates a chunk of them on its first sample in it.
+pub const MAX_ROUTE_SLOTS: usize = CHUNKS * CHUNK;
+const CHUNK: usize = 32;
+const CHUNKS: usize = 128;
+
+/// Series (histograms) per route slot.
+const SERIES_PER_SLOT: usize = ENDS * FIGURES;
+
+/// One route slot of one thread.
+#[derive(Debug, Default)]
+struct SlotShard {
+    /// [`COUNTS`] counters.
+    counts: [AtomicU64; COUNTS],
+    /// Per (end, figure), allocated on the thread's first sample in it.
+    series: [OnceLock<Box<[AtomicU64]>>; SERIES_PER_SLOT],
+}
+
 /// One thread's buckets and counters; only the owning thread writes them.
 #[derive(Debug)]
 struct Shard {
-    /// Per series, allocated on the thread's first sample in it.
-    series: Box<[OnceLock<Box<[AtomicU64]>>]>,
-    /// Per route slot: [`COUNTS`] counters.
-    counts: Box<[AtomicU64]>,
+    chunks: [OnceLock<Box<[SlotShard]>>; CHUNKS],
+}
+
+impl Shard {
+    /// The slots of chunk `c` this thread has recorded into, if any.
+    fn chunk(&self, c: usize) -> Option<&[SlotShard]> {
+        self.chunks.get(c).and_then(OnceLock::get).map(|chunk| &chunk[..])
+    }
 }
 
 /// Adds one to a counter only this thread writes: a load and a store, which
@@ -176,13 +197,13 @@ fn zeroed(len: usize) -> Box<[AtomicU64]> {
 #[derive(Debug)]
 pub struct Latency {
     id: u64,
-    routes: usize,
-    series_count: usize,
     /// Every thread's shard; locked only when a thread records for the first time.
     shards: Mutex<Vec<Arc<Shard>>>,
     reader: Mutex<Reader>,
 }
 
+/// What the reader has taken in. Its vectors grow with the highest route
+/// slot any thread has recorded into.
 #[derive(Debug)]
 struct Reader {
     slot_length: Duration,
@@ -204,44 +225,45 @@ thread_local! {
 }
 
 impl Latency {
-    /// A recorder for `routes` route slots whose window is `window` long.
-    pub fn new(routes: usize, window: Duration) -> Latency {
-        let series_count = routes * ENDS * FIGURES;
+    /// A recorder of up to [`MAX_ROUTE_SLOTS`] route slots, whose window is `window` long.
+    pub fn new(window: Duration) -> Latency {
         Latency {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            routes,
-            series_count,
             shards: Mutex::new(Vec::new()),
             reader: Mutex::new(Reader {
                 slot_length: window / SLOTS,
                 slots: VecDeque::new(),
-                total: vec![None; series_count],
+                total: Vec::new(),
                 seen: Vec::new(),
-                counts: vec![0; routes * COUNTS],
+                counts: Vec::new(),
             }),
         }
     }
 
-    /// Records one request: its status class (0 for 1xx .. 4 for 5xx), how
+    /// Records one request in route slot `route` (below [`MAX_ROUTE_SLOTS`];
+    /// others are ignored): its status class (0 for 1xx .. 4 for 5xx), how
     /// it ended, and its figures, into this thread's shard.
     pub fn record(&self, route: usize, class: usize, end: End, figures: &[(Figure, Duration)]) {
+        if route >= MAX_ROUTE_SLOTS {
+            return;
+        }
         LOCAL.with(|cell| {
             let mut cell = cell.borrow_mut();
             if cell.as_ref().is_none_or(|(id, _)| *id != self.id) {
                 *cell = Some((self.id, self.new_shard()));
             }
             let Some((_, shard)) = cell.as_ref() else { return };
-            if let Some(counts) = shard.counts.get(route * COUNTS..(route + 1) * COUNTS) {
-                bump(&counts[class.min(STATUS_CLASSES - 1)]);
-                bump(&counts[STATUS_CLASSES + end as usize]);
-            }
+            let chunk = shard.chunks[route / CHUNK]
+                .get_or_init(|| std::iter::repeat_with(SlotShard::default).take(CHUNK).collect());
+            let slot = &chunk[route % CHUNK];
+            bump(&slot.counts[class.min(STATUS_CLASSES - 1)]);
+            bump(&slot.counts[STATUS_CLASSES + end as usize]);
             for &(figure, value) in figures {
                 let micros = u64::try_from(value.as_micros())
                     .unwrap_or(u64::MAX)
                     .clamp(1, HIGHEST_MICROS);
-                if let Some(series) = shard.series.get(series(route, end, figure)) {
-                    bump(&series.get_or_init(|| zeroed(bucket::LEN))[bucket::index(micros)]);
-                }
+                let series = &slot.series[end as usize * FIGURES + figure as usize];
+                bump(&series.get_or_init(|| zeroed(bucket::LEN))[bucket::index(micros)]);
             }
         });
     }
@@ -249,8 +271,7 @@ impl Latency {
     /// A thread's first sample: the only time a worker takes a lock here.
     fn new_shard(&self) -> Arc<Shard> {
         let shard = Arc::new(Shard {
-            series: (0..self.series_count).map(|_| OnceLock::new()).collect(),
-            counts: zeroed(self.routes * COUNTS),
+            chunks: std::array::from_fn(|_| OnceLock::new()),
         });
         self.shards
             .lock()
@@ -264,13 +285,31 @@ impl Latency {
     pub fn read(&self) -> View<'_> {
         let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let shards: Vec<Arc<Shard>> = self.shards.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        reader.absorb(Instant::now(), self.series_count, &shards);
+        reader.absorb(Instant::now(), &shards);
         View { reader }
     }
 }
 
 impl Reader {
-    fn absorb(&mut self, now: Instant, series_count: usize, shards: &[Arc<Shard>]) {
+    fn absorb(&mut self, now: Instant, shards: &[Arc<Shard>]) {
+        // Room for every chunk any thread has recorded into.
+        let chunks = shards
+            .iter()
+            .filter_map(|shard| (0..CHUNKS).rev().find(|&c| shard.chunk(c).is_some()))
+            .max()
+            .map_or(0, |c| c + 1);
+        let series_count = chunks * CHUNK * SERIES_PER_SLOT;
+        if self.total.len() < series_count {
+            self.total.resize(series_count, None);
+            self.counts.resize(chunks * CHUNK * COUNTS, 0);
+            for (_, slot) in &mut self.slots {
+                slot.resize(series_count, None);
+            }
+            for seen in &mut self.seen {
+                seen.resize(series_count, None);
+            }
+        }
+
         // Forget the slots that began a whole window ago or earlier.
         let window = self.slot_length * SLOTS;
         self.slots.retain(|(start, _)| now.duration_since(*start) < window);
@@ -279,34 +318,46 @@ impl Reader {
             .front()
             .is_none_or(|(start, _)| now.duration_since(*start) >= self.slot_length);
         if starts_new_slot {
-            self.slots.push_front((now, vec![None; series_count]));
+            self.slots.push_front((now, vec![None; self.total.len()]));
         }
 
         self.counts.iter_mut().for_each(|c| *c = 0);
         for (k, shard) in shards.iter().enumerate() {
-            for (total, count) in self.counts.iter_mut().zip(shard.counts.iter()) {
-                *total += count.load(Ordering::Relaxed);
-            }
             if self.seen.len() <= k {
-                self.seen.push(vec![None; series_count]);
+                self.seen.push(vec![None; self.total.len()]);
             }
-            for (s, buckets) in shard.series.iter().enumerate() {
-                let Some(buckets) = buckets.get() else { continue };
-                let seen = self.seen[k][s].get_or_insert_with(|| vec![0; bucket::LEN].into_boxed_slice());
-                for (i, (now_count, seen_count)) in buckets.iter().zip(seen.iter_mut()).enumerate() {
-                    let count = now_count.load(Ordering::Relaxed);
-                    if count == *seen_count {
-                        continue;
+            for c in 0..chunks {
+                let Some(chunk) = shard.chunk(c) else { continue };
+                for (i, slot) in chunk.iter().enumerate() {
+                    let route = c * CHUNK + i;
+                    for (j, count) in slot.counts.iter().enumerate() {
+                        self.counts[route * COUNTS + j] += count.load(Ordering::Relaxed);
                     }
-                    let grown = count - *seen_count;
-                    *seen_count = count;
-                    for target in [&mut self.slots[0].1[s], &mut self.total[s]] {
-                        // Same bounds as the buckets, so recording cannot fail.
-                        let _ = target
-                            .get_or_insert_with(new_histogram)
-                            .record_n(bucket::value(i).max(1), grown);
+                    for (offset, buckets) in slot.series.iter().enumerate() {
+                        let Some(buckets) = buckets.get() else { continue };
+                        self.take_in(k, route * SERIES_PER_SLOT + offset, buckets);
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds what shard `k`'s buckets of series `s` gained since the last
+    /// read to the current window slot and to the total.
+    fn take_in(&mut self, k: usize, s: usize, buckets: &[AtomicU64]) {
+        let seen = self.seen[k][s].get_or_insert_with(|| vec![0; bucket::LEN].into_boxed_slice());
+        for (i, (now_count, seen_count)) in buckets.iter().zip(seen.iter_mut()).enumerate() {
+            let count = now_count.load(Ordering::Relaxed);
+            if count == *seen_count {
+                continue;
+            }
+            let grown = count - *seen_count;
+            *seen_count = count;
+            for target in [&mut self.slots[0].1[s], &mut self.total[s]] {
+                // Same bounds as the buckets, so recording cannot fail.
+                let _ = target
+                    .get_or_insert_with(new_histogram)
+                    .record_n(bucket::value(i).max(1), grown);
             }
         }
     }
@@ -397,7 +448,7 @@ mod tests {
 
     #[test]
     fn samples_are_read_back_without_a_hand_over() {
-        let latency = Latency::new(2, Duration::from_secs(60));
+        let latency = Latency::new(Duration::from_secs(60));
         for value in [1, 2, 3] {
             latency.record(1, 1, End::Complete, &[(Figure::Total, ms(value))]);
         }
@@ -417,8 +468,34 @@ mod tests {
     }
 
     #[test]
+    fn slots_added_later_are_recorded_and_read_alongside_earlier_ones() {
+        let latency = Latency::new(Duration::from_secs(60));
+        latency.record(1, 1, End::Complete, &[(Figure::Total, ms(1))]);
+        assert_eq!(latency.read().requests(1), [0, 1, 0, 0, 0]);
+        // A slot in a chunk no thread has touched yet, then the last one.
+        latency.record(100, 4, End::Error, &[(Figure::Total, ms(2))]);
+        latency.record(MAX_ROUTE_SLOTS - 1, 1, End::Complete, &[(Figure::Total, ms(3))]);
+        latency.record(MAX_ROUTE_SLOTS, 1, End::Complete, &[(Figure::Total, ms(4))]);
+        let view = latency.read();
+        assert_eq!(view.requests(1), [0, 1, 0, 0, 0]);
+        assert_eq!(view.requests(100), [0, 0, 0, 0, 1]);
+        assert_eq!(view.ends(100), [0, 1, 0]);
+        assert_eq!(view.requests(MAX_ROUTE_SLOTS - 1), [0, 1, 0, 0, 0]);
+        assert!(view.requests(MAX_ROUTE_SLOTS).is_empty());
+        let late = view
+            .histogram(100, Figure::Total, &End::ALL, Scope::Window)
+            .expect("samples in the later slot");
+        assert_eq!(late.len(), 1);
+        assert_eq!(
+            view.histogram(1, Figure::Total, &End::ALL, Scope::Total)
+                .map(|h| h.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn samples_from_several_threads_merge() {
-        let latency = Arc::new(Latency::new(1, Duration::from_secs(60)));
+        let latency = Arc::new(Latency::new(Duration::from_secs(60)));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let latency = latency.clone();
@@ -441,7 +518,7 @@ mod tests {
 
     #[test]
     fn the_window_forgets_old_intervals_but_the_total_keeps_them() {
-        let latency = Latency::new(1, Duration::from_millis(60)); // slots of 10 ms
+        let latency = Latency::new(Duration::from_millis(60)); // slots of 10 ms
         latency.record(0, 1, End::Complete, &[(Figure::Total, ms(5))]);
         assert!(latency
             .read()
@@ -467,7 +544,7 @@ mod tests {
 
     #[test]
     fn values_beyond_the_range_are_clamped_not_lost() {
-        let latency = Latency::new(1, Duration::from_secs(60));
+        let latency = Latency::new(Duration::from_secs(60));
         latency.record(
             0,
             1,

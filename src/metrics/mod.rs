@@ -9,8 +9,12 @@
 //! lines) are atomics created up front for every label the config allows.
 //! The admin listener ([`admin`]) reads them all.
 //!
-//! Route slots: the routes in config order, then one slot for requests that
-//! matched no route (labels `route=""`, `cluster=""`).
+//! Route slots: slot 0 for requests that matched no route (labels
+//! `route=""`, `cluster=""`), then one per route and cluster pair, in the
+//! order they first appeared (the config's, then what reloads added). A
+//! pair keeps its slot across reloads; metrics of routes a reload removed
+//! stay, as Prometheus counters must. Clusters and listeners are looked up
+//! by name the same way, so their counters also carry over reloads.
 
 pub mod access_log;
 pub mod admin;
@@ -18,9 +22,10 @@ pub mod hgrm;
 pub mod latency;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -55,13 +60,15 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     table: Arc<LatencyTable>,
-    /// Per cluster, in config (name) order.
-    connect_errors: Vec<Counter>,
-    timeouts: Vec<Counter>,
-    /// Per listener, in config order.
-    connections_active: Vec<Gauge>,
-    connections_total: Vec<Counter>,
-    tls_handshake_failures: Vec<Counter>,
+    /// By cluster.
+    connect_errors: Family<Labels, Counter>,
+    timeouts: Family<Labels, Counter>,
+    /// By listener.
+    connections_active: Family<Labels, Gauge>,
+    connections_total: Family<Labels, Counter>,
+    tls_handshake_failures: Family<Labels, Counter>,
+    /// By result: `ok` or `failed`.
+    reloads: Family<Labels, Counter>,
     access_log: Option<AccessLog>,
     ready: AtomicBool,
 }
@@ -69,14 +76,35 @@ struct Inner {
 /// Route and cluster names per route slot, and the latencies recorded for them.
 #[derive(Debug)]
 struct LatencyTable {
-    routes: Vec<(String, String)>,
+    /// Slot 0 is requests that matched no route (labels `route=""`,
+    /// `cluster=""`); each route and cluster pair seen since start has one
+    /// more. Read on the request path (the access log), so swapped whole
+    /// rather than locked.
+    routes: ArcSwap<Vec<(String, String)>>,
+    /// Held while a slot is added.
+    adding: Mutex<()>,
     latency: Latency,
+}
+
+/// A route's metrics slot could not be added: [`latency::MAX_ROUTE_SLOTS`]
+/// route and cluster pairs have been seen since start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "route {route} to cluster {cluster}: {} route and cluster pairs have had metrics since start, the most tailcut keeps; restart tailcut",
+    latency::MAX_ROUTE_SLOTS
+)]
+pub struct RouteSlotsFull {
+    /// The route's name.
+    pub route: String,
+    /// Its cluster's name.
+    pub cluster: String,
 }
 
 /// One finished request, as the latency middleware saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Exchange {
-    /// The route that matched, if any (an index in config order).
+    /// The route slot of the route that matched ([`Metrics::route_slot_for`]),
+    /// if any.
     pub route: Option<usize>,
     /// The response status.
     pub status: u16,
@@ -93,79 +121,96 @@ pub struct Exchange {
     pub bytes: u64,
 }
 
+/// The counters of one upstream cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterCounters {
+    connect_errors: Counter,
+    timeouts: Counter,
+}
+
+impl ClusterCounters {
+    /// A backend connection failed (refused, reset, or timed out).
+    pub fn connect_error(&self) {
+        self.connect_errors.inc();
+    }
+
+    /// A backend did not connect or answer in time.
+    pub fn timeout(&self) {
+        self.timeouts.inc();
+    }
+}
+
+/// The counters of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerCounters {
+    active: Gauge,
+    total: Counter,
+    /// Only TLS listeners have one, so only they appear in the exposition.
+    tls_handshake_failures: Option<Counter>,
+}
+
+impl ListenerCounters {
+    /// A client connection was accepted; the guard counts it as active until dropped.
+    pub fn connection(&self) -> ConnectionGuard {
+        self.total.inc();
+        self.active.inc();
+        ConnectionGuard {
+            active: self.active.clone(),
+        }
+    }
+
+    /// A TLS handshake failed or timed out.
+    pub fn tls_handshake_failure(&self) {
+        if let Some(counter) = &self.tls_handshake_failures {
+            counter.inc();
+        }
+    }
+}
+
+fn family<M: Default + EncodeMetric + Clone + std::fmt::Debug + Send + Sync + 'static>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, M>
+where
+    Family<Labels, M>: prometheus_client::registry::Metric,
+{
+    let family = Family::<Labels, M>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 impl Metrics {
-    /// Counters and histograms for every route, cluster and listener in `config`.
+    /// Counters and histograms for every route, cluster and listener in
+    /// `config`; more are added as reloads bring new ones.
     pub fn new(config: &Config) -> Metrics {
         let mut registry = Registry::default();
-        let clusters: Vec<&String> = config.upstreams.keys().collect();
-        let mut routes: Vec<(String, String)> = config
-            .routes
-            .iter()
-            .map(|r| (r.name.clone(), r.upstream.clone()))
-            .collect();
-        routes.push((String::new(), String::new()));
-
-        let per_cluster = |registry: &mut Registry, name: &str, help: &str| -> Vec<Counter> {
-            let family = Family::<Labels, Counter>::default();
-            registry.register(name, help, family.clone());
-            clusters
-                .iter()
-                .map(|cluster| family.get_or_create(&labels(&[("cluster", cluster)])).clone())
-                .collect()
-        };
-        let connect_errors = per_cluster(
+        let connect_errors = family(
             &mut registry,
             "tailcut_upstream_connect_errors",
             "Connections to a backend that failed or timed out",
         );
-        let timeouts = per_cluster(
+        let timeouts = family(
             &mut registry,
             "tailcut_upstream_timeouts",
             "Backends that did not connect or send response headers in time (504)",
         );
-
-        let active_family = Family::<Labels, Gauge>::default();
-        registry.register(
+        let connections_active = family(
+            &mut registry,
             "tailcut_connections_active",
             "Client connections open now",
-            active_family.clone(),
         );
-        let total_family = Family::<Labels, Counter>::default();
-        registry.register(
-            "tailcut_connections",
-            "Client connections accepted",
-            total_family.clone(),
-        );
-        let connections_active = config
-            .listeners
-            .iter()
-            .map(|l| active_family.get_or_create(&labels(&[("listener", &l.name)])).clone())
-            .collect();
-        let connections_total = config
-            .listeners
-            .iter()
-            .map(|l| total_family.get_or_create(&labels(&[("listener", &l.name)])).clone())
-            .collect();
-        let handshake_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let connections_total = family(&mut registry, "tailcut_connections", "Client connections accepted");
+        let tls_handshake_failures = family(
+            &mut registry,
             "tailcut_tls_handshake_failures",
             "TLS handshakes that failed or timed out, on listeners with TLS",
-            handshake_family.clone(),
         );
-        let tls_handshake_failures = config
-            .listeners
-            .iter()
-            .map(|l| {
-                let counter = handshake_family
-                    .get_or_create(&labels(&[("listener", &l.name)]))
-                    .clone();
-                // Only TLS listeners appear in the exposition.
-                if l.tls.is_none() {
-                    handshake_family.remove(&labels(&[("listener", &l.name)]));
-                }
-                counter
-            })
-            .collect();
+        let reloads = family(
+            &mut registry,
+            "tailcut_config_reloads",
+            "Configuration reloads, by result: ok (applied) or failed (the running config kept)",
+        );
 
         let dropped = Counter::default();
         registry.register(
@@ -179,12 +224,13 @@ impl Metrics {
             .then(|| AccessLog::start(&config.access_log, dropped));
 
         let table = Arc::new(LatencyTable {
-            latency: Latency::new(routes.len(), config.admin.window),
-            routes,
+            routes: ArcSwap::from_pointee(vec![(String::new(), String::new())]),
+            adding: Mutex::new(()),
+            latency: Latency::new(config.admin.window),
         });
         registry.register_collector(Box::new(table.clone()));
 
-        Metrics {
+        let metrics = Metrics {
             inner: Arc::new(Inner {
                 registry,
                 table,
@@ -193,18 +239,82 @@ impl Metrics {
                 connections_active,
                 connections_total,
                 tls_handshake_failures,
+                reloads,
                 access_log,
                 ready: AtomicBool::new(false),
             }),
+        };
+        // Every configured label appears from the start, at zero.
+        for route in &config.routes {
+            // A fresh table has room for far more routes than a config may hold.
+            let _ = metrics.route_slot_for(&route.name, &route.upstream);
         }
+        for name in config.upstreams.keys() {
+            metrics.cluster(name);
+        }
+        for listener in &config.listeners {
+            metrics.listener(&listener.name, listener.tls.is_some());
+        }
+        for result in ["ok", "failed"] {
+            drop(metrics.inner.reloads.get_or_create(&labels(&[("result", result)])));
+        }
+        metrics
+    }
+
+    /// The route slot of `route` sending to `cluster`: the same slot for the
+    /// same pair across reloads, a new one for a new pair.
+    pub fn route_slot_for(&self, route: &str, cluster: &str) -> Result<usize, RouteSlotsFull> {
+        let table = &self.inner.table;
+        let find = |routes: &[(String, String)]| routes.iter().position(|(r, c)| r == route && c == cluster);
+        if let Some(slot) = find(&table.routes.load()) {
+            return Ok(slot);
+        }
+        let _adding = table.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes = Vec::clone(&table.routes.load());
+        if let Some(slot) = find(&routes) {
+            return Ok(slot);
+        }
+        if routes.len() >= latency::MAX_ROUTE_SLOTS {
+            return Err(RouteSlotsFull {
+                route: route.to_owned(),
+                cluster: cluster.to_owned(),
+            });
+        }
+        routes.push((route.to_owned(), cluster.to_owned()));
+        table.routes.store(Arc::new(routes));
+        Ok(table.routes.load().len() - 1)
+    }
+
+    /// The counters of the cluster named `name` (the same ones across reloads).
+    pub fn cluster(&self, name: &str) -> ClusterCounters {
+        let labels = labels(&[("cluster", name)]);
+        ClusterCounters {
+            connect_errors: self.inner.connect_errors.get_or_create(&labels).clone(),
+            timeouts: self.inner.timeouts.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// The counters of the listener named `name` (the same ones across reloads).
+    pub fn listener(&self, name: &str, tls: bool) -> ListenerCounters {
+        let labels = labels(&[("listener", name)]);
+        ListenerCounters {
+            active: self.inner.connections_active.get_or_create(&labels).clone(),
+            total: self.inner.connections_total.get_or_create(&labels).clone(),
+            tls_handshake_failures: tls.then(|| self.inner.tls_handshake_failures.get_or_create(&labels).clone()),
+        }
+    }
+
+    /// Counts a configuration reload: applied (`ok`) or refused.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.inner.reloads.get_or_create(&labels(&[("result", result)])).inc();
     }
 
     /// Records a finished request: its counters, its latencies and its
     /// access log line.
     pub fn record(&self, exchange: &Exchange) {
         let inner = &*self.inner;
-        let no_route = inner.table.routes.len() - 1;
-        let slot = exchange.route.filter(|&r| r < no_route).unwrap_or(no_route);
+        let slot = exchange.route.unwrap_or(0);
         let class = usize::from(exchange.status / 100).clamp(1, 5) - 1;
 
         let mut figures = [
@@ -227,43 +337,11 @@ impl Metrics {
             .record(slot, class, exchange.end, &figures[..recorded]);
 
         if let Some(log) = &inner.access_log {
-            let (route, cluster) = &inner.table.routes[slot];
-            log.write(route, cluster, exchange);
+            let routes = inner.table.routes.load();
+            if let Some((route, cluster)) = routes.get(slot) {
+                log.write(route, cluster, exchange);
+            }
         }
-    }
-
-    /// A backend connection failed (refused, reset, or timed out).
-    pub fn upstream_connect_error(&self, cluster: usize) {
-        if let Some(counter) = self.inner.connect_errors.get(cluster) {
-            counter.inc();
-        }
-    }
-
-    /// A backend did not connect or answer in time.
-    pub fn upstream_timeout(&self, cluster: usize) {
-        if let Some(counter) = self.inner.timeouts.get(cluster) {
-            counter.inc();
-        }
-    }
-
-    /// A TLS handshake on `listener` failed or timed out.
-    pub fn tls_handshake_failure(&self, listener: usize) {
-        if let Some(counter) = self.inner.tls_handshake_failures.get(listener) {
-            counter.inc();
-        }
-    }
-
-    /// A client connection was accepted on `listener`; the guard counts it
-    /// as active until dropped.
-    pub fn connection(&self, listener: usize) -> ConnectionGuard {
-        if let Some(total) = self.inner.connections_total.get(listener) {
-            total.inc();
-        }
-        let active = self.inner.connections_active.get(listener).cloned();
-        if let Some(active) = &active {
-            active.inc();
-        }
-        ConnectionGuard { active }
     }
 
     /// Marks the proxy ready (listeners bound) or not (draining).
@@ -284,10 +362,15 @@ impl Metrics {
         out
     }
 
-    /// The route slot of the route named `name`.
+    /// The route slot of the route named `name`: after a reload that moved
+    /// it to another cluster, the newest one.
     pub fn route_slot(&self, name: &str) -> Option<usize> {
-        let routes = &self.inner.table.routes;
-        routes[..routes.len() - 1].iter().position(|(route, _)| route == name)
+        let routes = self.inner.table.routes.load();
+        routes
+            .iter()
+            .skip(1)
+            .rposition(|(route, _)| route == name)
+            .map(|i| i + 1)
     }
 
     /// The latency histogram of `figure` for route slot `slot` over `scope`,
@@ -313,14 +396,12 @@ impl Metrics {
 /// Counts a client connection as active while it lives.
 #[derive(Debug)]
 pub struct ConnectionGuard {
-    active: Option<Gauge>,
+    active: Gauge,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if let Some(active) = &self.active {
-            active.dec();
-        }
+        self.active.dec();
     }
 }
 
@@ -333,6 +414,7 @@ impl Collector for LatencyTable {
     /// window (merged over how bodies ended), per route and cluster;
     /// computed from the per-thread recorders when scraped.
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let routes = self.routes.load();
         let view = self.latency.read();
         let mut requests = encoder.encode_descriptor(
             "tailcut_requests",
@@ -340,7 +422,7 @@ impl Collector for LatencyTable {
             None,
             MetricType::Counter,
         )?;
-        for (slot, (route, cluster)) in self.routes.iter().enumerate() {
+        for (slot, (route, cluster)) in routes.iter().enumerate() {
             for (class, count) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(view.requests(slot)) {
                 let labels = [
                     ("route", route.as_str()),
@@ -356,7 +438,7 @@ impl Collector for LatencyTable {
             None,
             MetricType::Counter,
         )?;
-        for (slot, (route, cluster)) in self.routes.iter().enumerate() {
+        for (slot, (route, cluster)) in routes.iter().enumerate() {
             for (end, count) in End::ALL.iter().zip(view.ends(slot)) {
                 let labels = [
                     ("route", route.as_str()),
@@ -367,7 +449,7 @@ impl Collector for LatencyTable {
             }
         }
         let mut rows = Vec::new();
-        for (slot, (route, cluster)) in self.routes.iter().enumerate() {
+        for (slot, (route, cluster)) in routes.iter().enumerate() {
             for figure in Figure::ALL {
                 if let Some(histogram) = view.histogram(slot, figure, &End::ALL, Scope::Window) {
                     rows.push((route, cluster, figure, histogram));

@@ -1,8 +1,8 @@
 //! The forwarding service: route, rewrite headers, send upstream, stream back.
 //!
 //! [`Proxy`] holds what every connection shares (routes, upstream clusters
-//! and their pools, timeouts); [`ProxyService`] is its per-connection tower
-//! `Service`. Bodies pass through as hyper's `Incoming` streams in both
+//! and their pools, timeouts), swapped whole when the config is reloaded;
+//! [`ProxyService`] is its per-connection tower `Service`. Bodies pass through as hyper's `Incoming` streams in both
 //! directions; this module never collects a body. Every failure is a
 //! [`ProxyError`], turned into a response in `error.rs` alone.
 
@@ -22,6 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -36,44 +37,56 @@ pub use route::{Route, Router};
 pub use upstream::{Backend, Cluster, Lease};
 
 use crate::config::{Config, Timeouts};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteSlotsFull};
 use headers::ClientSide;
 
-/// Everything the forwarding path shares across connections.
+/// Everything the forwarding path shares across connections: the routes and
+/// clusters of the current configuration, swapped whole on reload.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    shared: Arc<Shared>,
+    current: Arc<ArcSwap<Shared>>,
+    metrics: Metrics,
 }
 
+/// What one configuration builds. A request loads the current one when it
+/// starts and keeps it to the end, so a reload never changes a request
+/// half-way.
 #[derive(Debug)]
 struct Shared {
     router: Router,
-    clusters: Vec<Cluster>,
+    clusters: Vec<Arc<Cluster>>,
     timeouts: Timeouts,
-    metrics: Metrics,
+}
+
+/// What a reload did to the upstream clusters.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Clusters whose definition did not change: their pools, with the
+    /// connections in them, carried over.
+    pub kept: Vec<String>,
+    /// Clusters that are new or changed, with new, empty pools.
+    pub built: Vec<String>,
 }
 
 impl Proxy {
     /// Builds routes and upstream clusters (with empty pools) from `config`;
-    /// upstream failures are counted in `metrics`.
-    pub fn new(config: &Config, metrics: Metrics) -> Self {
-        let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
-        let router = Router::new(&config.routes, |name| {
-            names.iter().position(|n| *n == name).unwrap_or(0)
-        });
-        let clusters = config
-            .upstreams
-            .iter()
-            .map(|(name, upstream)| Cluster::new(name, upstream, &config.timeouts))
-            .collect();
-        Self {
-            shared: Arc::new(Shared {
-                router,
-                clusters,
-                timeouts: config.timeouts.clone(),
-                metrics,
-            }),
-        }
+    /// requests and upstream failures are counted in `metrics`.
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, RouteSlotsFull> {
+        let (shared, _) = Shared::build(config, &metrics, &[])?;
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(shared)),
+            metrics,
+        })
+    }
+
+    /// Switches to `config`'s routes, clusters and timeouts for every request
+    /// that starts from now on; requests in flight finish on the ones they
+    /// started with. Clusters defined as before keep their pools.
+    pub fn reload(&self, config: &Config) -> Result<Reloaded, RouteSlotsFull> {
+        let previous = self.current.load();
+        let (shared, reloaded) = Shared::build(config, &self.metrics, &previous.clusters)?;
+        self.current.store(Arc::new(shared));
+        Ok(reloaded)
     }
 
     /// The service for one client connection from `peer`, reached over `proto`
@@ -82,16 +95,61 @@ impl Proxy {
         // Computed once per connection, not per request.
         let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ProxyService {
-            shared: self.shared.clone(),
+            current: self.current.clone(),
             client: ClientSide { ip, proto },
         }
+    }
+}
+
+impl Shared {
+    /// The routes and clusters of `config`, reusing each of `previous`'s
+    /// clusters whose definition is unchanged.
+    fn build(
+        config: &Config,
+        metrics: &Metrics,
+        previous: &[Arc<Cluster>],
+    ) -> Result<(Self, Reloaded), RouteSlotsFull> {
+        let mut reloaded = Reloaded::default();
+        let clusters: Vec<Arc<Cluster>> = config
+            .upstreams
+            .iter()
+            .map(|(name, upstream)| {
+                match previous
+                    .iter()
+                    .find(|c| c.name == *name && c.is_defined_as(upstream, &config.timeouts))
+                {
+                    Some(same) => {
+                        reloaded.kept.push(name.clone());
+                        same.clone()
+                    }
+                    None => {
+                        reloaded.built.push(name.clone());
+                        Arc::new(Cluster::new(name, upstream, &config.timeouts, metrics.cluster(name)))
+                    }
+                }
+            })
+            .collect();
+        let slots = config
+            .routes
+            .iter()
+            .map(|r| metrics.route_slot_for(&r.name, &r.upstream))
+            .collect::<Result<Vec<_>, _>>()?;
+        let router = Router::new(&config.routes, &slots, |name| {
+            clusters.iter().position(|c| c.name == name).unwrap_or(0)
+        });
+        let shared = Shared {
+            router,
+            clusters,
+            timeouts: config.timeouts.clone(),
+        };
+        Ok((shared, reloaded))
     }
 }
 
 /// The forwarding service for one client connection.
 #[derive(Debug, Clone)]
 pub struct ProxyService {
-    shared: Arc<Shared>,
+    current: Arc<ArcSwap<Shared>>,
     client: ClientSide,
 }
 
@@ -105,7 +163,8 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let shared = self.shared.clone();
+        // One reference-count increment, as cloning an `Arc` would be.
+        let shared = self.current.load_full();
         let client = self.client.clone();
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
         Box::pin(
@@ -129,7 +188,7 @@ impl Shared {
         &self,
         client: &ClientSide,
         request: Request<Incoming>,
-        route_index: &mut Option<usize>,
+        route_slot: &mut Option<usize>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
@@ -150,14 +209,14 @@ impl Shared {
             ),
             (None, None) => None,
         };
-        let (index, route) = self
+        let route = self
             .router
             .find(host, parts.uri.path())
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.map(str::to_owned),
                 path: parts.uri.path().to_owned(),
             })?;
-        *route_index = Some(index);
+        *route_slot = Some(route.metrics_slot);
         if let Some(limit) = route.max_body_bytes {
             // Known up front: refuse without reading the body or calling the backend.
             if http_body::Body::size_hint(&body).lower() > limit {
@@ -231,12 +290,12 @@ impl Shared {
         }
         let cluster = &self.clusters[cluster_index];
         match &err {
-            SendError::Connect(_) | SendError::Tls(_) => self.metrics.upstream_connect_error(cluster_index),
+            SendError::Connect(_) | SendError::Tls(_) => cluster.counters.connect_error(),
             SendError::ConnectTimeout => {
-                self.metrics.upstream_connect_error(cluster_index);
-                self.metrics.upstream_timeout(cluster_index);
+                cluster.counters.connect_error();
+                cluster.counters.timeout();
             }
-            SendError::ResponseTimeout(_) => self.metrics.upstream_timeout(cluster_index),
+            SendError::ResponseTimeout(_) => cluster.counters.timeout(),
             SendError::ClosedBeforeSend | SendError::Http(_) => {}
         }
         match err {

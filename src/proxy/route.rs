@@ -11,6 +11,8 @@ pub struct Route {
     path_prefix: String,
     /// Index of the upstream cluster in the proxy's cluster list.
     pub upstream: usize,
+    /// Where its requests are counted ([`crate::metrics::Metrics::route_slot_for`]).
+    pub metrics_slot: usize,
     /// Largest request body accepted, bytes (`None`: no limit).
     pub max_body_bytes: Option<u64>,
 }
@@ -22,12 +24,16 @@ pub struct Router {
 }
 
 impl Router {
-    /// Compiles `routes`; `upstream_index` maps an upstream name (already
-    /// validated to exist) to its index.
-    pub fn new(routes: &[config::Route], upstream_index: impl Fn(&str) -> usize) -> Self {
+    /// Compiles `routes`; `metrics_slots` holds each one's metrics slot, in
+    /// the same order (missing ones count as slot 0, no route);
+    /// `upstream_index` maps an upstream name (already validated to exist)
+    /// to its index.
+    pub fn new(routes: &[config::Route], metrics_slots: &[usize], upstream_index: impl Fn(&str) -> usize) -> Self {
         let routes = routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(i, r)| Route {
+                metrics_slot: metrics_slots.get(i).copied().unwrap_or(0),
                 name: r.name.clone(),
                 host: r.host.as_deref().map(|h| without_port(h).to_owned()),
                 path_prefix: r.path_prefix.clone(),
@@ -39,11 +45,10 @@ impl Router {
     }
 
     /// The first route matching `host` (port ignored, case-insensitive) and
-    /// `path` (plain byte prefix, like nginx's `location /prefix`), with its
-    /// index in config order.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
+    /// `path` (plain byte prefix, like nginx's `location /prefix`).
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         let host = host.map(without_port);
-        self.routes.iter().enumerate().find(|(_, route)| {
+        self.routes.iter().find(|route| {
             let host_matches = match (&route.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
@@ -85,7 +90,7 @@ mod tests {
             route("static", None, "/static/"),
             route("fallback", None, "/"),
         ];
-        Router::new(&routes, |name| {
+        Router::new(&routes, &[1, 2, 3], |name| {
             ["api", "static", "fallback"]
                 .iter()
                 .position(|n| *n == name)
@@ -96,17 +101,18 @@ mod tests {
     #[test]
     fn first_match_wins_and_host_ignores_port_and_case() {
         let r = router();
-        let name = |host, path| r.find(host, path).map(|(_, route)| route.name.as_str());
+        let name = |host, path| r.find(host, path).map(|route| route.name.as_str());
         assert_eq!(name(Some("API.test:8080"), "/v1/users"), Some("api"));
         assert_eq!(name(Some("other.test"), "/v1/users"), Some("fallback"));
         assert_eq!(name(None, "/static/a.css"), Some("static"));
         assert_eq!(name(Some("api.test"), "/static/a.css"), Some("static"));
+        assert_eq!(r.find(None, "/static/").map(|route| route.metrics_slot), Some(2));
     }
 
     #[test]
     fn no_route_when_nothing_matches() {
         let routes = [route("api", Some("api.test"), "/")];
-        let r = Router::new(&routes, |_| 0);
+        let r = Router::new(&routes, &[1], |_| 0);
         assert!(r.find(Some("else.test"), "/").is_none());
         assert!(r.find(None, "/").is_none());
     }

@@ -17,6 +17,7 @@ use rustls::pki_types::ServerName;
 use super::pool::{self, Pool, SendError};
 use crate::balance::RoundRobin;
 use crate::config;
+use crate::metrics::ClusterCounters;
 
 /// One backend of a cluster.
 #[derive(Debug)]
@@ -58,11 +59,21 @@ pub struct Cluster {
     pub name: String,
     backends: Vec<Backend>,
     balancer: RoundRobin,
+    /// Its connect failures and timeouts.
+    pub counters: ClusterCounters,
+    /// What it was built from, to tell whether a reload changed it.
+    definition: config::Upstream,
+    connect_timeout: std::time::Duration,
 }
 
 impl Cluster {
     /// A cluster with empty pools; connections open on first use.
-    pub fn new(name: &str, upstream: &config::Upstream, timeouts: &config::Timeouts) -> Self {
+    pub fn new(
+        name: &str,
+        upstream: &config::Upstream,
+        timeouts: &config::Timeouts,
+        counters: ClusterCounters,
+    ) -> Self {
         let backends = upstream
             .backends
             .iter()
@@ -93,7 +104,16 @@ impl Cluster {
             name: name.to_owned(),
             backends,
             balancer: RoundRobin::new(),
+            counters,
+            definition: upstream.clone(),
+            connect_timeout: timeouts.connect,
         }
+    }
+
+    /// Whether this cluster is what `upstream` and `timeouts` would build,
+    /// so that a reload can keep it and the connections in its pools.
+    pub fn is_defined_as(&self, upstream: &config::Upstream, timeouts: &config::Timeouts) -> bool {
+        self.definition == *upstream && self.connect_timeout == timeouts.connect
     }
 
     /// The backend for the next request.

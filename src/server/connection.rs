@@ -15,17 +15,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::listener::Gate;
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::middleware::{self, activity::Activity};
 use crate::proxy::{Proxy, ProxyError};
@@ -35,28 +36,33 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What every connection of a server shares.
 pub(super) struct Shared {
-    pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
-    /// Serves over-limit connections, whichever protocol they speak.
-    pub http: auto::Builder<TokioExecutor>,
+    /// How connections are served; a reload replaces it for connections
+    /// accepted from then on.
+    pub settings: ArcSwap<Settings>,
     pub proxy: Proxy,
     pub metrics: Metrics,
-    pub idle_timeout: Duration,
-    pub header_timeout: Duration,
+    /// Cancelled at shutdown; each listener's stop token is a child of it.
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
 }
 
-/// A client connection as accepted: the listener it came to and how to
-/// speak to it.
+/// The connection-level part of a configuration: protocols, limits and
+/// client timeouts. A connection keeps the settings it was accepted with.
+pub(super) struct Settings {
+    pub http1: http1::Builder,
+    pub http2: http2::Builder<TokioExecutor>,
+    /// Serves over-limit connections, whichever protocol they speak.
+    pub http: auto::Builder<TokioExecutor>,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+}
+
+/// A client connection as accepted, with the gate of the listener it came
+/// to: its name, TLS, counters and stop token.
 pub(super) struct Accepted {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub listener: Arc<str>,
-    /// The listener's place in the config, for its metrics.
-    pub index: usize,
-    /// The listener's TLS acceptor, if it terminates TLS.
-    pub tls: Option<TlsAcceptor>,
+    pub gate: Arc<Gate>,
 }
 
 /// Serves requests on a connection: over TLS, with the protocol ALPN chose,
@@ -69,34 +75,34 @@ pub(super) async fn serve(
     _permit: OwnedSemaphorePermit,
     _counted: ConnectionGuard,
 ) {
-    let Accepted {
-        stream,
-        peer,
-        listener,
-        index,
-        tls,
-    } = accepted;
-    let span = tracing::debug_span!("connection", %peer, %listener);
+    let Accepted { stream, peer, gate } = accepted;
+    let settings = shared.settings.load_full();
+    let span = tracing::debug_span!("connection", %peer, listener = %gate.name);
     async move {
-        match tls {
-            None => match starts_with_h2_preface(&stream, shared.header_timeout).await {
-                Some(h2) => serve_http(TokioIo::new(stream), h2, peer, "http", &shared).await,
+        let on = Connection {
+            shared: &shared,
+            settings: &settings,
+            stop: &gate.stop,
+        };
+        match &gate.tls {
+            None => match starts_with_h2_preface(&stream, settings.header_timeout).await {
+                Some(h2) => serve_http(TokioIo::new(stream), h2, peer, "http", on).await,
                 None => tracing::debug!("closed before sending a request"),
             },
             Some(acceptor) => {
                 // Bounded like a request head: a client that stalls its
                 // handshake must not hold the connection.
-                match tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await {
+                match tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve_http(TokioIo::new(stream), h2, peer, "https", &shared).await;
+                        serve_http(TokioIo::new(stream), h2, peer, "https", on).await;
                     }
                     Ok(Err(err)) => {
-                        shared.metrics.tls_handshake_failure(index);
+                        gate.counters.tls_handshake_failure();
                         tracing::debug!(cause = %err, "TLS handshake failed");
                     }
                     Err(_) => {
-                        shared.metrics.tls_handshake_failure(index);
+                        gate.counters.tls_handshake_failure();
                         tracing::debug!("TLS handshake timed out");
                     }
                 }
@@ -107,35 +113,44 @@ pub(super) async fn serve(
     .await;
 }
 
+/// What serving one connection needs: the server's shared state, the
+/// settings the connection was accepted with, and its listener's stop token.
+#[derive(Clone, Copy)]
+struct Connection<'a> {
+    shared: &'a Shared,
+    settings: &'a Settings,
+    stop: &'a CancellationToken,
+}
+
 /// Serves HTTP/2 (`h2`) or HTTP/1.1 on `io`; `proto` is the scheme the
 /// client used, for `X-Forwarded-Proto`.
-async fn serve_http<I>(io: TokioIo<I>, h2: bool, peer: SocketAddr, proto: &'static str, shared: &Shared)
+async fn serve_http<I>(io: TokioIo<I>, h2: bool, peer: SocketAddr, proto: &'static str, on: Connection<'_>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
     let service = TowerToHyperService::new(middleware::stack(
-        shared.proxy.service_for(peer, proto),
+        on.shared.proxy.service_for(peer, proto),
         activity.clone(),
-        shared.metrics.clone(),
+        on.shared.metrics.clone(),
     ));
     if h2 {
-        let connection = shared.http2.serve_connection(io, service);
+        let connection = on.settings.http2.serve_connection(io, service);
         drive(
             connection,
             http2::Connection::graceful_shutdown,
             &activity,
-            shared,
+            on,
             FirstRequest::NotAwaited,
         )
         .await;
     } else {
-        let connection = shared.http1.serve_connection(io, service).with_upgrades();
+        let connection = on.settings.http1.serve_connection(io, service).with_upgrades();
         drive(
             connection,
             http1::UpgradeableConnection::graceful_shutdown,
             &activity,
-            shared,
+            on,
             FirstRequest::Awaited,
         )
         .await;
@@ -157,13 +172,14 @@ enum FirstRequest {
     NotAwaited,
 }
 
-/// Runs `connection` until it ends, shutting it down gracefully on server
-/// shutdown or once it has been idle for the idle timeout.
+/// Runs `connection` until it ends, shutting it down gracefully when its
+/// listener stops (shutdown, or removed by a reload) or once it has been
+/// idle for the idle timeout.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     activity: &Activity,
-    shared: &Shared,
+    on: Connection<'_>,
     first_request: FirstRequest,
 ) where
     C: Future<Output = Result<(), E>>,
@@ -182,9 +198,9 @@ async fn drive<C, E>(
                 }
                 return;
             }
-            () = shared.shutdown.cancelled(), if !closing && close_after_first.is_none() => {
+            () = on.stop.cancelled(), if !closing && close_after_first.is_none() => {
                 if first_request == FirstRequest::Awaited && !activity.has_started() {
-                    close_after_first = Some(tokio::time::Instant::now() + shared.header_timeout);
+                    close_after_first = Some(tokio::time::Instant::now() + on.settings.header_timeout);
                 } else {
                     graceful_shutdown(connection.as_mut());
                     closing = true;
@@ -200,7 +216,7 @@ async fn drive<C, E>(
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }
-            () = activity.idle_for(shared.idle_timeout), if !closing => {
+            () = activity.idle_for(on.settings.idle_timeout), if !closing => {
                 tracing::debug!("idle timeout");
                 graceful_shutdown(connection.as_mut());
                 closing = true;
@@ -254,8 +270,9 @@ pub(super) async fn reject(
         };
         std::future::ready(Ok::<_, Infallible>(error.into_response()))
     });
-    let connection = shared.http.serve_connection(TokioIo::new(stream), service);
-    if tokio::time::timeout(shared.header_timeout, connection).await.is_err() {
+    let settings = shared.settings.load_full();
+    let connection = settings.http.serve_connection(TokioIo::new(stream), service);
+    if tokio::time::timeout(settings.header_timeout, connection).await.is_err() {
         tracing::debug!("over-limit connection closed at the header timeout");
     }
 }

@@ -1,17 +1,21 @@
-//! Binding listeners and the accept loop, with the per-listener connection limit.
+//! Binding listeners, the accept loop with the per-listener connection
+//! limit, and what a reload does to the set of listeners.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::connection::{self, Shared};
 use crate::config;
+use crate::metrics::ListenerCounters;
 
 /// Pending-connection queue length; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 4096;
@@ -37,65 +41,203 @@ pub(super) fn bind(address: SocketAddr, reuse_port: bool) -> io::Result<TcpListe
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections on `socket` until shutdown.
-/// `index` is the listener's place in the config, for its metrics.
-pub(super) async fn accept_loop(listener: config::Listener, index: usize, socket: TcpListener, shared: Arc<Shared>) {
-    let gate = Gate {
-        limit: listener.max_connections.get(),
-        admitted: Arc::new(Semaphore::new(listener.max_connections.get())),
-        rejecting: Arc::new(Semaphore::new(REJECTING_AT_ONCE)),
-        tls: listener
-            .tls
-            .as_ref()
-            .map(|tls| TlsAcceptor::from(tls.server_config.clone())),
-        name: listener.name.into(),
-        index,
-    };
+/// The listeners serving now, and what a reload does to them.
+pub(super) struct Listeners {
+    running: Vec<Running>,
+    shared: Arc<Shared>,
+}
+
+/// One listener's accept loop.
+struct Running {
+    /// As configured (the address may have port 0).
+    config: config::Listener,
+    /// The address actually bound.
+    local: SocketAddr,
+    /// What the accept loop admits connections with; replaced on reload.
+    gate: Arc<ArcSwap<Gate>>,
+}
+
+/// What a reload will do to the listeners, with the sockets it needs
+/// already bound, so that applying it cannot fail.
+pub(super) struct Plan {
+    /// New listeners (or ones moved to a new address), bound.
+    add: Vec<(config::Listener, TcpListener)>,
+    /// Running listeners that stay, by index, with their new settings.
+    keep: Vec<(usize, config::Listener)>,
+}
+
+/// What applying a [`Plan`] did, by listener name.
+#[derive(Debug, Default)]
+pub(super) struct Applied {
+    pub added: Vec<String>,
+    pub kept: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Listeners {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Listeners {
+            running: Vec::new(),
+            shared,
+        }
+    }
+
+    /// Starts accepting on `socket` for `listener`.
+    pub(super) fn start(&mut self, listener: config::Listener, socket: TcpListener) {
+        let local = socket.local_addr().unwrap_or(listener.address);
+        let stop = self.shared.shutdown.child_token();
+        let gate = Arc::new(ArcSwap::from_pointee(Gate::new(
+            &listener,
+            &self.shared,
+            stop.clone(),
+            None,
+        )));
+        self.shared
+            .tasks
+            .spawn(accept_loop(socket, gate.clone(), stop, self.shared.clone()));
+        self.running.push(Running {
+            config: listener,
+            local,
+            gate,
+        });
+    }
+
+    /// Each listener's name and bound address.
+    pub(super) fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.running.iter().map(|r| (r.config.name.clone(), r.local)).collect()
+    }
+
+    /// Binds what `wanted` adds. A listener whose address is unchanged
+    /// (for port 0: whose name and address are) keeps its socket; any other
+    /// is new. Nothing changes if a bind fails.
+    pub(super) fn plan(&self, wanted: &[config::Listener], reuse_port: bool) -> Result<Plan, super::BindError> {
+        let mut plan = Plan {
+            add: Vec::new(),
+            keep: Vec::new(),
+        };
+        for listener in wanted {
+            let same = self.running.iter().position(|r| {
+                r.config.address == listener.address && (listener.address.port() != 0 || r.config.name == listener.name)
+            });
+            match same {
+                Some(index) => plan.keep.push((index, listener.clone())),
+                None => {
+                    let socket = super::bind_listener(listener, reuse_port)?;
+                    plan.add.push((listener.clone(), socket));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Carries out `plan`: kept listeners take their new settings (limit,
+    /// TLS certificates) for the connections they accept from now on;
+    /// listeners not in the plan stop accepting and drain their connections;
+    /// new ones start.
+    pub(super) fn apply(&mut self, plan: Plan) -> Applied {
+        let mut applied = Applied::default();
+        let mut settings: Vec<Option<config::Listener>> = vec![None; self.running.len()];
+        for (index, listener) in plan.keep {
+            let running = &self.running[index];
+            let previous = running.gate.load();
+            let gate = Gate::new(&listener, &self.shared, previous.stop.clone(), Some(&previous));
+            running.gate.store(Arc::new(gate));
+            applied.kept.push(listener.name.clone());
+            settings[index] = Some(listener);
+        }
+        let running = std::mem::take(&mut self.running);
+        for (mut listener, settings) in running.into_iter().zip(settings) {
+            match settings {
+                Some(config) => {
+                    listener.config = config;
+                    self.running.push(listener);
+                }
+                None => {
+                    applied.removed.push(listener.config.name.clone());
+                    // Stops its accept loop and shuts its connections down gracefully.
+                    listener.gate.load().stop.cancel();
+                }
+            }
+        }
+        for (listener, socket) in plan.add {
+            applied.added.push(listener.name.clone());
+            self.start(listener, socket);
+        }
+        applied
+    }
+}
+
+/// Accepts connections on `socket` until its listener stops (removed by a
+/// reload, or shutdown), admitting each through the gate current at the time.
+async fn accept_loop(socket: TcpListener, gate: Arc<ArcSwap<Gate>>, stop: CancellationToken, shared: Arc<Shared>) {
     loop {
         let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
             accepted = socket.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => gate.admit(stream, peer, &shared),
+            Ok((stream, peer)) => gate.load_full().admit(stream, peer, &shared),
             Err(err) => {
                 // Out of file descriptors or similar: back off briefly rather
                 // than spin, and keep serving the connections already open.
-                tracing::warn!(listener = %gate.name, cause = %err, "accept failed");
+                tracing::warn!(listener = %gate.load().name, cause = %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+    let gate = gate.load_full();
     take_queued(socket, &gate, &shared);
     tracing::debug!(listener = %gate.name, "stopped accepting");
 }
 
-/// One listener's connection limit.
-struct Gate {
+/// One listener's admission rules: its connection limit and TLS.
+pub(super) struct Gate {
     limit: usize,
     admitted: Arc<Semaphore>,
     rejecting: Arc<Semaphore>,
-    name: Arc<str>,
-    /// The listener's place in the config, for its metrics.
-    index: usize,
+    pub name: Arc<str>,
     /// TLS termination, when the listener has it.
-    tls: Option<TlsAcceptor>,
+    pub tls: Option<TlsAcceptor>,
+    pub counters: ListenerCounters,
+    /// Cancelled when the listener stops: its connections then shut down gracefully.
+    pub stop: CancellationToken,
 }
 
 impl Gate {
+    /// The gate for `listener`. A reload passes the `previous` gate: when
+    /// the limit is unchanged its count of open connections carries over;
+    /// a new limit counts only connections accepted from then on.
+    fn new(listener: &config::Listener, shared: &Shared, stop: CancellationToken, previous: Option<&Gate>) -> Gate {
+        let limit = listener.max_connections.get();
+        let admitted = match previous {
+            Some(previous) if previous.limit == limit => previous.admitted.clone(),
+            _ => Arc::new(Semaphore::new(limit)),
+        };
+        Gate {
+            limit,
+            admitted,
+            rejecting: previous.map_or_else(|| Arc::new(Semaphore::new(REJECTING_AT_ONCE)), |p| p.rejecting.clone()),
+            name: listener.name.as_str().into(),
+            tls: listener
+                .tls
+                .as_ref()
+                .map(|tls| TlsAcceptor::from(tls.server_config.clone())),
+            counters: shared.metrics.listener(&listener.name, listener.tls.is_some()),
+            stop,
+        }
+    }
+
     /// Serves `stream` if the listener is under its limit, answers 503 if
     /// not (a bounded number at once), or closes it.
-    fn admit(&self, stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         // Best effort: without NODELAY small responses wait for Nagle, but still arrive.
         let _ = stream.set_nodelay(true);
         if let Ok(permit) = self.admitted.clone().try_acquire_owned() {
-            let counted = shared.metrics.connection(self.index);
+            let counted = self.counters.connection();
             let accepted = connection::Accepted {
                 stream,
                 peer,
-                listener: self.name.clone(),
-                index: self.index,
-                tls: self.tls.clone(),
+                gate: self.clone(),
             };
             shared
                 .tasks
@@ -124,7 +266,7 @@ impl Gate {
 ///
 /// The socket is taken out of tokio and accepted from directly until the
 /// queue is empty: tokio's readiness may not have seen the last arrivals.
-fn take_queued(socket: TcpListener, gate: &Gate, shared: &Arc<Shared>) {
+fn take_queued(socket: TcpListener, gate: &Arc<Gate>, shared: &Arc<Shared>) {
     let Ok(socket) = socket.into_std() else {
         return;
     };

@@ -3,27 +3,35 @@
 //! [`Server::bind`] opens every configured listener; [`Server::run`] accepts
 //! connections until the shutdown future completes, then drains: it stops
 //! accepting, lets in-flight requests finish (up to `server.drain_timeout`),
-//! and closes idle keep-alive connections. This module owns sockets and
-//! connection lifetimes; it must not look inside requests (that is `proxy`).
+//! and closes idle keep-alive connections. Meanwhile it applies reloads of
+//! the config file as they are asked for (`reload.rs`, triggered from
+//! `signals.rs`). This module owns sockets and connection lifetimes; it must
+//! not look inside requests (that is `proxy`).
 
 mod connection;
 mod listener;
+mod reload;
+mod signals;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config};
-use crate::metrics::{admin, Metrics};
+use crate::metrics::{admin, Metrics, RouteSlotsFull};
 use crate::proxy::Proxy;
+pub use reload::{ReloadError, Trigger};
+pub use signals::{reload_signal, shutdown_signal, watch_config};
 
 /// A listener failed to bind.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +46,17 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener failed to bind.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The routes need more metrics slots than there are.
+    #[error(transparent)]
+    Metrics(#[from] RouteSlotsFull),
+}
+
 /// Bound listeners, ready to serve.
 #[derive(Debug)]
 pub struct Server {
@@ -45,23 +64,16 @@ pub struct Server {
     listeners: Vec<(config::Listener, TcpListener)>,
     admin: TcpListener,
     metrics: Metrics,
+    proxy: Proxy,
 }
 
 impl Server {
     /// Binds every listener in `config`, and the admin listener.
-    pub async fn bind(config: Arc<Config>) -> Result<Server, BindError> {
+    pub async fn bind(config: Arc<Config>) -> Result<Server, StartError> {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| {
-                listener::bind(l.address, config.server.reuse_port)
-                    .map(|socket| (l.clone(), socket))
-                    .map_err(|source| BindError {
-                        name: l.name.clone(),
-                        address: l.address,
-                        source,
-                    })
-            })
+            .map(|l| bind_listener(l, config.server.reuse_port).map(|socket| (l.clone(), socket)))
             .collect::<Result<_, _>>()?;
         let admin = listener::bind(config.admin.address, config.server.reuse_port).map_err(|source| BindError {
             name: "admin".into(),
@@ -69,11 +81,13 @@ impl Server {
             source,
         })?;
         let metrics = Metrics::new(&config);
+        let proxy = Proxy::new(&config, metrics.clone())?;
         Ok(Server {
             config,
             listeners,
             admin,
             metrics,
+            proxy,
         })
     }
 
@@ -91,43 +105,41 @@ impl Server {
             .collect()
     }
 
-    /// Serves until `shutdown` completes, then drains and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let config = &self.config;
-        tracing::info!(
-            listeners = %describe(self.local_addrs().iter().map(|(n, a)| format!("{n}={a}"))),
-            routes = %describe(config.routes.iter().map(|r| format!(
-                "{}={}{}->{}", r.name, r.host.as_deref().unwrap_or("*"), r.path_prefix, r.upstream
-            ))),
-            upstreams = %describe(config.upstreams.iter().map(|(name, u)| format!(
-                "{name}=[{}]", describe(u.backends.iter().map(ToString::to_string))
-            ))),
-            admin = %self.admin_addr(),
-            "tailcut started"
-        );
+    /// Serves until `shutdown` completes, then drains and returns. Each
+    /// message on `reloads` re-reads the config file and applies it (see
+    /// `reload.rs`); when every sender is gone, reloads stop.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, mut reloads: mpsc::Receiver<Trigger>) {
+        let mut config = self.config.clone();
+        log_started(&config, &self.local_addrs(), self.admin_addr());
         let metrics = self.metrics;
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(self.admin, metrics.clone(), admin_stop.clone()));
 
         let shared = Arc::new(connection::Shared {
-            http1: http1_builder(config),
-            http2: http2_builder(config),
-            http: auto_builder(config),
-            proxy: Proxy::new(config, metrics.clone()),
+            settings: ArcSwap::from_pointee(settings(&config)),
+            proxy: self.proxy,
             metrics: metrics.clone(),
-            idle_timeout: config.timeouts.idle,
-            header_timeout: config.timeouts.request_header,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
-        for (index, (listener, socket)) in self.listeners.into_iter().enumerate() {
-            shared
-                .tasks
-                .spawn(listener::accept_loop(listener, index, socket, shared.clone()));
+        let mut listeners = listener::Listeners::new(shared.clone());
+        for (listener, socket) in self.listeners {
+            listeners.start(listener, socket);
         }
         metrics.set_ready(true);
 
-        shutdown.await;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(trigger) = reloads.recv() => {
+                    if let Ok(applied) = reload::reload(&config, trigger, &mut listeners, &shared).await {
+                        config = applied;
+                    }
+                }
+            }
+        }
+
         metrics.set_ready(false);
         tracing::info!(connections = shared.tasks.len(), drain_timeout = ?config.server.drain_timeout, "draining");
         shared.shutdown.cancel();
@@ -138,6 +150,57 @@ impl Server {
         }
         admin_stop.cancel();
         let _ = admin_task.await;
+    }
+}
+
+/// The one info line at start-up: listeners, routes, upstreams, admin.
+fn log_started(config: &Config, listeners: &[(String, SocketAddr)], admin: SocketAddr) {
+    tracing::info!(
+        listeners = %describe_listeners(listeners),
+        routes = %describe_routes(config),
+        upstreams = %describe(config.upstreams.iter().map(|(name, u)| format!(
+            "{name}=[{}]", describe(u.backends.iter().map(ToString::to_string))
+        ))),
+        %admin,
+        "tailcut started"
+    );
+}
+
+/// `name=address,...`
+fn describe_listeners(listeners: &[(String, SocketAddr)]) -> String {
+    describe(listeners.iter().map(|(n, a)| format!("{n}={a}")))
+}
+
+/// `name=host/prefix->upstream,...`
+fn describe_routes(config: &Config) -> String {
+    describe(config.routes.iter().map(|r| {
+        format!(
+            "{}={}{}->{}",
+            r.name,
+            r.host.as_deref().unwrap_or("*"),
+            r.path_prefix,
+            r.upstream
+        )
+    }))
+}
+
+/// Binds a configured listener, naming it in the error.
+fn bind_listener(l: &config::Listener, reuse_port: bool) -> Result<TcpListener, BindError> {
+    listener::bind(l.address, reuse_port).map_err(|source| BindError {
+        name: l.name.clone(),
+        address: l.address,
+        source,
+    })
+}
+
+/// How connections accepted under `config` are served.
+fn settings(config: &Config) -> connection::Settings {
+    connection::Settings {
+        http1: http1_builder(config),
+        http2: http2_builder(config),
+        http: auto_builder(config),
+        idle_timeout: config.timeouts.idle,
+        header_timeout: config.timeouts.request_header,
     }
 }
 
@@ -185,23 +248,4 @@ fn auto_builder(config: &Config) -> auto::Builder<TokioExecutor> {
 
 fn describe(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(",")
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(cause = %err, "cannot listen for SIGTERM; only SIGINT stops tailcut");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutdown requested"),
-    }
 }

@@ -54,6 +54,7 @@ fn the_systemd_unit_verifies_cleanly() {
     };
     let unit = std::fs::read_to_string(repo().join("deploy/systemd/tailcut.service")).expect("unit");
     assert!(unit.contains("ExecStart=/usr/local/bin/tailcut run"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
     // verify checks that ExecStart's program exists: point it at this build.
     let unit = unit.replace("/usr/local/bin/tailcut", env!("CARGO_BIN_EXE_tailcut"));
     let dir = tempfile::tempdir().expect("temp dir");

@@ -44,9 +44,14 @@ fn streams_64_mib_each_way_with_flat_proxy_heap() {
         .expect("bind");
     let addr = server.local_addrs()[0].1;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    proxy_runtime.spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    // No reloads: the sender is dropped at once.
+    let (_, reloads) = tokio::sync::mpsc::channel(1);
+    proxy_runtime.spawn(server.run(
+        async {
+            let _ = stopped.await;
+        },
+        reloads,
+    ));
 
     test_runtime.block_on(async move {
         let client = h1_client();

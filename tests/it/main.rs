@@ -6,7 +6,9 @@
 //! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
 //!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
-//! - `tls.rs`: TLS termination (SNI, ALPN, handshake failures, certificate errors).
+//! - `reload.rs`: reloading the config (SIGHUP, `--watch-config`) under load.
+//! - `tls.rs`: TLS termination (SNI, ALPN, handshake failures, certificate
+//!   errors, certificate rotation by reload).
 //! - `deploy.rs`: the systemd unit, Kubernetes manifests, container config and
 //!   Dockerfile under `deploy/`, validated offline.
 
@@ -19,6 +21,7 @@ mod conformance;
 mod deploy;
 mod goproxy;
 mod heap;
+mod reload;
 mod restart;
 mod support;
 mod tls;

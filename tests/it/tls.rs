@@ -15,7 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{body_bytes, empty, get_text, metric, Kind, Proxy, Upstream};
+use crate::support::{body_bytes, empty, get_text, metric, Kind, Proxy, Upstream, RELOADED, RELOAD_FAILED};
 
 /// A test CA and the PEM files of the certificates it signed, in a folder
 /// (the CA's own as `ca.pem`).
@@ -72,8 +72,9 @@ impl Certificates {
         self.dir.path().join(file).display().to_string()
     }
 
+    /// The newest leaf written as `name`.
     fn leaf(&self, name: &str) -> &CertificateDer<'static> {
-        &self.leaves.iter().find(|(n, _)| n == name).expect("leaf").1
+        &self.leaves.iter().rev().find(|(n, _)| n == name).expect("leaf").1
     }
 }
 
@@ -201,6 +202,52 @@ async fn sni_picks_each_names_certificate_and_the_default_for_others() {
     assert_eq!(&presented(&proxy, "unknown.test").await, certs.leaf("default.test"));
     // An IP address sends no SNI at all.
     assert_eq!(&presented(&proxy, "127.0.0.1").await, certs.leaf("default.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_rotated_certificates_to_new_connections() {
+    let mut certs = Certificates::new(&["default.test", "a.test", "b.test"]);
+    let upstream = Upstream::start().await;
+    let proxy = tls_proxy(&certs, &upstream);
+    let old = certs.leaf("a.test").clone();
+    assert_eq!(presented(&proxy, "a.test").await, old);
+    // A connection made before the rotation.
+    let tcp = TcpStream::connect(proxy.addr).await.expect("connect");
+    let tls = verifying_client(&certs, &[b"http/1.1"])
+        .connect(ServerName::try_from("a.test").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(connection);
+
+    // New files at the same paths, config unchanged: a reload reads them.
+    certs.add_leaf("a.test", "a.test", false);
+    let outcome = tokio::task::block_in_place(|| proxy.reload());
+    assert_eq!(outcome["message"], RELOADED, "{outcome}");
+    assert_ne!(certs.leaf("a.test"), &old);
+    assert_eq!(&presented(&proxy, "a.test").await, certs.leaf("a.test"));
+    assert_eq!(&presented(&proxy, "b.test").await, certs.leaf("b.test"));
+    // The connection made before goes on, on its session.
+    let request = Request::get("/")
+        .header("host", "a.test")
+        .body(empty())
+        .expect("request");
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("request on the old connection");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A key that no longer matches its certificate: the reload fails, naming
+    // the file, and the rotated certificate stays in service.
+    std::fs::copy(certs.path("b.test.key"), certs.path("a.test.key")).expect("copy key");
+    let outcome = tokio::task::block_in_place(|| proxy.reload());
+    assert_eq!(outcome["message"], RELOAD_FAILED, "{outcome}");
+    let cause = outcome["cause"].as_str().unwrap_or_default();
+    assert!(cause.contains(&certs.path("a.test.key")), "{cause}");
+    assert_eq!(&presented(&proxy, "a.test").await, certs.leaf("a.test"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

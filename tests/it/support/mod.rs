@@ -9,7 +9,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 
 pub use client::{body_bytes, empty, full, get_text, h1_client, h2_client, metric, raw_exchange, status_of, Body};
-pub use proxy::{Kind, Proxy};
+pub use proxy::{Kind, Proxy, RELOADED, RELOAD_FAILED};
 pub use upstream::Upstream;
 
 /// A 64 KiB block of deterministic, non-repeating-looking bytes.

@@ -9,6 +9,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The message of tailcut's log line for a reload that was applied.
+pub const RELOADED: &str = "config reloaded";
+/// The message of tailcut's log line for a reload that changed nothing.
+pub const RELOAD_FAILED: &str = "config reload failed; still serving the previous config";
+
 /// Which proxy a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -79,20 +84,18 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the `kind` proxy with `config` and waits until it logs that it is serving.
     pub fn start(kind: Kind, config: &str) -> Proxy {
+        Proxy::start_with(kind, config, &[])
+    }
+
+    /// [`Proxy::start`] with `args` added to the command line.
+    pub fn start_with(kind: Kind, config: &str, args: &[&str]) -> Proxy {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(kind.binary())
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                "--log-level",
-                "info",
-                "--workers",
-                "2",
-                "--config",
-            ])
+            .args(["run", "--log-format", "json", "--log-level", "info", "--workers", "2"])
+            .args(args)
+            .arg("--config")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -176,6 +179,51 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The config file the proxy was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("proxy.toml")
+    }
+
+    /// Replaces the config file with `config`, the way editors and
+    /// Kubernetes do: written beside it, then renamed over it.
+    pub fn rewrite_config(&self, config: &str) {
+        let next = self._dir.path().join("proxy.toml.next");
+        std::fs::write(&next, config).expect("write config");
+        std::fs::rename(&next, self.config_path()).expect("rename config");
+    }
+
+    /// Sends SIGHUP and returns the log line that reports the outcome:
+    /// [`RELOADED`] or [`RELOAD_FAILED`].
+    pub fn reload(&self) -> serde_json::Value {
+        let before = self.reload_outcomes().len();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+        self.next_reload_outcome(before)
+    }
+
+    /// Reload outcomes logged so far.
+    pub fn reload_outcomes(&self) -> Vec<serde_json::Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["message"] == RELOADED || l["message"] == RELOAD_FAILED)
+            .collect()
+    }
+
+    /// Waits up to 10 s for a reload outcome after the first `before`.
+    pub fn next_reload_outcome(&self, before: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(line) = self.reload_outcomes().into_iter().nth(before) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no reload outcome logged; logs: {:?}", self.logs());
     }
 
     /// Log lines so far, parsed.
