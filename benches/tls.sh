@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# TLS figures for tailcut, side by side with Debian's nginx:
+# TLS figures for tailcut, side by side with Debian's nginx and tailcut's Go
+# equivalent (loadtest/goproxy, crypto/tls):
 #
 #  1. saturated requests/s over TLS with keep-alive (wrk -c$CONNS), and
 #  2. new TLS handshakes per second per core (wrk with Connection: close, so
 #     every request is a fresh TLS connection and a full handshake),
-#     both as ratios to nginx, rounds interleaved;
+#     both as ratios to nginx, rounds interleaved (the order of the three
+#     proxies rotates each round);
 #  3. whether handshakes stall requests already in flight: the corrected
 #     p99 / p99.9 of plain-HTTP requests at a fixed open-loop rate
 #     (tailcut-load) through tailcut, alone and while new TLS connections
@@ -16,14 +18,14 @@
 # client runs on HANDSHAKE_CPU, by default LOAD_CPU too, where its TLS work
 # takes CPU from the generator: the run's verdicts say when that made a run
 # invalid, and only a core of its own separates the two.
-# The certificate is ECDSA P-256, made with openssl for the run. The Go proxy
-# does not terminate TLS, so it has no column.
+# The certificate is ECDSA P-256, made with openssl for the run. Part 3 runs
+# tailcut only.
 #
 # Usage: benches/tls.sh [ROUNDS] [DURATION]      defaults: 3 10s
 # Env:   CONNS (50), RATE (2000), HANDSHAKE_RATE (200), PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (18180),
 #        HANDSHAKE_CPU (LOAD_CPU): where the part-3 connection client runs (give it a core of its
 #        own on a machine with three or more), ONLY_STALLS=1 to run part 3 alone
-# Needs: nginx, wrk, taskset, openssl, python3   (Debian: apt-get install nginx-light wrk util-linux openssl)
+# Needs: nginx, wrk, taskset, openssl, python3, go   (Debian: apt-get install nginx-light wrk util-linux openssl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,15 +40,17 @@ HANDSHAKE_CPU=${HANDSHAKE_CPU:-$LOAD_CPU}
 BASE_PORT=${BASE_PORT:-18180}
 UP_PORT=$((BASE_PORT + 1)) NGINX_PORT=$((BASE_PORT + 2)) TAILCUT_PORT=$((BASE_PORT + 3))
 PLAIN_PORT=$((BASE_PORT + 4)) ADMIN_PORT=$((BASE_PORT + 5))
+GO_PORT=$((BASE_PORT + 6)) GO_PLAIN_PORT=$((BASE_PORT + 7)) GO_ADMIN_PORT=$((BASE_PORT + 8))
 
 SCRIPT=tls
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
-require nginx wrk taskset openssl python3
+require nginx wrk taskset openssl python3 go
 
 cargo build --release --quiet --bin tailcut -p tailcut -p tailcut-load
 TAILCUT=target/release/tailcut
 LOAD=target/release/tailcut-load
+(cd loadtest/goproxy && go build -trimpath -ldflags="-s -w" -o "$work/goproxy" .)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
@@ -92,6 +96,9 @@ backends = ["127.0.0.1:$UP_PORT"]
 address = "127.0.0.1:$ADMIN_PORT"
 TOML
 
+sed "s/$TAILCUT_PORT/$GO_PORT/; s/$PLAIN_PORT/$GO_PLAIN_PORT/; s/$ADMIN_PORT/$GO_ADMIN_PORT/" \
+  "$work/tailcut.toml" > "$work/goproxy.toml"
+
 # A bounded, fixed-rate stream of new connections, TLS or (with a fourth
 # argument, "plain") cleartext: one GET each, then close.
 cat > "$work/handshakes.py" <<'PY'
@@ -133,7 +140,8 @@ PY
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -e stderr & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/nginx.conf" -e stderr & pids+=($!)
 taskset -c "$PROXY_CPU" "$TAILCUT" run --config "$work/tailcut.toml" --workers 1 --log-level warn & pids+=($!)
-for port in "$UP_PORT" "$NGINX_PORT" "$TAILCUT_PORT" "$PLAIN_PORT"; do wait_port "$port"; done
+taskset -c "$PROXY_CPU" "$work/goproxy" run --config "$work/goproxy.toml" --workers 1 --log-level warn & pids+=($!)
+for port in "$UP_PORT" "$NGINX_PORT" "$TAILCUT_PORT" "$PLAIN_PORT" "$GO_PORT"; do wait_port "$port"; done
 
 # https_rps PORT [HEADER] : requests/s of one wrk run over TLS.
 https_rps() {
@@ -144,29 +152,39 @@ https_rps() {
 }
 if [ -z "${ONLY_STALLS:-}" ]; then
 echo "warm-up (2 s each)"
-for port in "$NGINX_PORT" "$TAILCUT_PORT"; do
+for port in "$NGINX_PORT" "$TAILCUT_PORT" "$GO_PORT"; do
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "https://127.0.0.1:$port/" >/dev/null
 done
 
-printf '\n%-6s %14s %14s %10s %16s %16s %10s\n' round "nginx ka r/s" "tailcut ka r/s" ratio "nginx hs/s" "tailcut hs/s" ratio
-ka_ratios=() hs_ratios=() ka_t=() ka_n=() hs_t=() hs_n=()
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+printf '\n%-6s %9s %9s %9s %8s %8s   %9s %9s %9s %8s %8s\n' round \
+  "nginx ka" "tc ka" "go ka" "tc/ngx" "go/ngx" "nginx hs" "tc hs" "go hs" "tc/ngx" "go/ngx"
+declare -A ka_all hs_all
 for round in $(seq "$ROUNDS"); do
-  if ((round % 2)); then order=("$NGINX_PORT" "$TAILCUT_PORT"); else order=("$TAILCUT_PORT" "$NGINX_PORT"); fi
+  # Rotate the order: each proxy runs first, second and third in turn.
+  ports=("$NGINX_PORT" "$TAILCUT_PORT" "$GO_PORT")
+  shift_by=$(((round - 1) % 3))
+  order=("${ports[@]:shift_by}" "${ports[@]:0:shift_by}")
   declare -A ka hs
   for port in "${order[@]}"; do ka[$port]=$(https_rps "$port"); done
   for port in "${order[@]}"; do hs[$port]=$(https_rps "$port" "Connection: close"); done
-  kr=$(awk -v a="${ka[$TAILCUT_PORT]}" -v b="${ka[$NGINX_PORT]}" 'BEGIN { printf "%.3f", a / b }')
-  hr=$(awk -v a="${hs[$TAILCUT_PORT]}" -v b="${hs[$NGINX_PORT]}" 'BEGIN { printf "%.3f", a / b }')
-  printf '%-6s %14s %14s %10s %16s %16s %10s\n' "$round" "${ka[$NGINX_PORT]}" "${ka[$TAILCUT_PORT]}" "$kr" \
-    "${hs[$NGINX_PORT]}" "${hs[$TAILCUT_PORT]}" "$hr"
-  ka_ratios+=("$kr") hs_ratios+=("$hr")
-  ka_t+=("${ka[$TAILCUT_PORT]}") ka_n+=("${ka[$NGINX_PORT]}") hs_t+=("${hs[$TAILCUT_PORT]}") hs_n+=("${hs[$NGINX_PORT]}")
+  printf '%-6s %9s %9s %9s %8s %8s   %9s %9s %9s %8s %8s\n' "$round" \
+    "${ka[$NGINX_PORT]}" "${ka[$TAILCUT_PORT]}" "${ka[$GO_PORT]}" \
+    "$(ratio "${ka[$TAILCUT_PORT]}" "${ka[$NGINX_PORT]}")" "$(ratio "${ka[$GO_PORT]}" "${ka[$NGINX_PORT]}")" \
+    "${hs[$NGINX_PORT]}" "${hs[$TAILCUT_PORT]}" "${hs[$GO_PORT]}" \
+    "$(ratio "${hs[$TAILCUT_PORT]}" "${hs[$NGINX_PORT]}")" "$(ratio "${hs[$GO_PORT]}" "${hs[$NGINX_PORT]}")"
+  for port in "${ports[@]}"; do
+    ka_all[$port]+="${ka[$port]} " hs_all[$port]+="${hs[$port]} "
+  done
+  ka_all[tc]+="$(ratio "${ka[$TAILCUT_PORT]}" "${ka[$NGINX_PORT]}") " ka_all[go]+="$(ratio "${ka[$GO_PORT]}" "${ka[$NGINX_PORT]}") "
+  hs_all[tc]+="$(ratio "${hs[$TAILCUT_PORT]}" "${hs[$NGINX_PORT]}") " hs_all[go]+="$(ratio "${hs[$GO_PORT]}" "${hs[$NGINX_PORT]}") "
 done
+med() { printf '%s\n' $1 | median; }
 echo
-echo "keep-alive over TLS, tailcut / nginx: median $(printf '%s\n' "${ka_ratios[@]}" | median)" \
-  "(tailcut median $(printf '%s\n' "${ka_t[@]}" | median) req/s, nginx $(printf '%s\n' "${ka_n[@]}" | median))"
-echo "new TLS handshakes per second on one core, tailcut / nginx: median $(printf '%s\n' "${hs_ratios[@]}" | median)" \
-  "(tailcut median $(printf '%s\n' "${hs_t[@]}" | median)/s, nginx $(printf '%s\n' "${hs_n[@]}" | median)/s)"
+echo "keep-alive over TLS, req/s (medians): nginx $(med "${ka_all[$NGINX_PORT]}"), tailcut $(med "${ka_all[$TAILCUT_PORT]}"), goproxy $(med "${ka_all[$GO_PORT]}")"
+echo "  per-round ratio to nginx (median): tailcut $(med "${ka_all[tc]}"), goproxy $(med "${ka_all[go]}")"
+echo "new TLS handshakes/s on one core (medians): nginx $(med "${hs_all[$NGINX_PORT]}"), tailcut $(med "${hs_all[$TAILCUT_PORT]}"), goproxy $(med "${hs_all[$GO_PORT]}")"
+echo "  per-round ratio to nginx (median): tailcut $(med "${hs_all[tc]}"), goproxy $(med "${hs_all[go]}")"
 fi
 
 # Part 3: plain requests at RATE through tailcut, alone, with HANDSHAKE_RATE

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +57,7 @@ type Listener struct {
 	Name           string
 	Address        netip.AddrPort
 	MaxConnections int
+	TLS            *tls.Config // nil: cleartext HTTP/1.1 and h2c
 }
 
 // Route sends requests matching Host (port ignored, case-insensitive; empty
@@ -73,6 +76,7 @@ type Upstream struct {
 	Backends          []netip.AddrPort
 	MaxIdlePerBackend int
 	PoolIdleTimeout   time.Duration
+	TLS               *tls.Config // nil: cleartext
 }
 
 // The same bounds as tailcut's: longer durations and larger counts are typos.
@@ -121,6 +125,9 @@ type fileSchema struct {
 		Name           string `toml:"name"`
 		Address        string `toml:"address"`
 		MaxConnections *int64 `toml:"max_connections"`
+		TLS            *struct {
+			Certificates []certificateSchema `toml:"certificates"`
+		} `toml:"tls"`
 	} `toml:"listeners"`
 	Routes []struct {
 		Name         string  `toml:"name"`
@@ -133,6 +140,10 @@ type fileSchema struct {
 		Backends          []string `toml:"backends"`
 		MaxIdlePerBackend *int64   `toml:"max_idle_per_backend"`
 		PoolIdleTimeout   *string  `toml:"pool_idle_timeout"`
+		TLS               *struct {
+			CA         *string `toml:"ca"`
+			ServerName *string `toml:"server_name"`
+		} `toml:"tls"`
 	} `toml:"upstreams"`
 	Admin struct {
 		Address *string `toml:"address"`
@@ -217,6 +228,9 @@ type validator struct {
 	keys map[string]position
 }
 
+// base is the config file's folder, which certificate paths are relative to.
+func (v *validator) base() string { return filepath.Dir(v.file) }
+
 // fail reports a problem with the value at key, located when the key is in the file.
 func (v *validator) fail(key, format string, args ...any) error {
 	at := v.keys[key]
@@ -287,6 +301,11 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 		if up.PoolIdleTimeout, err = v.duration(key+".pool_idle_timeout", u.PoolIdleTimeout, "90s"); err != nil {
 			return nil, err
 		}
+		if u.TLS != nil {
+			if up.TLS, err = v.upstreamTLS(key+".tls", v.base(), u.TLS.CA, u.TLS.ServerName); err != nil {
+				return nil, err
+			}
+		}
 		c.Upstreams[name] = up
 	}
 
@@ -332,7 +351,13 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.Listeners = append(c.Listeners, Listener{Name: l.Name, Address: addr, MaxConnections: maxConns})
+		listener := Listener{Name: l.Name, Address: addr, MaxConnections: maxConns}
+		if l.TLS != nil {
+			if listener.TLS, err = v.listenerTLS(key+".tls", v.base(), l.TLS.Certificates); err != nil {
+				return nil, err
+			}
+		}
+		c.Listeners = append(c.Listeners, listener)
 	}
 
 	if len(raw.Routes) == 0 {

@@ -28,10 +28,10 @@ type limitListener struct {
 	index     int // the listener's place in the config, for metrics
 }
 
-func newLimitListener(inner net.Listener, max int, headerTimeout time.Duration, log *slog.Logger, metrics *Metrics, index int) *limitListener {
+func newLimitListener(inner net.Listener, listener Listener, headerTimeout time.Duration, log *slog.Logger, metrics *Metrics, index int) *limitListener {
 	l := &limitListener{
 		Listener: inner,
-		slots:    make(chan struct{}, max),
+		slots:    make(chan struct{}, listener.MaxConnections),
 		rejected: make(chan net.Conn),
 		log:      log,
 		metrics:  metrics,
@@ -45,9 +45,17 @@ func newLimitListener(inner net.Listener, max int, headerTimeout time.Duration, 
 		}),
 		ReadHeaderTimeout: headerTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// On a TLS listener the 503 is sent over TLS too.
+		TLSConfig: listener.TLS,
 	}
 	overload.SetKeepAlivesEnabled(false)
-	go func() { _ = overload.Serve(chanListener{l}) }()
+	go func() {
+		if listener.TLS != nil {
+			_ = overload.ServeTLS(chanListener{l}, "", "")
+		} else {
+			_ = overload.Serve(chanListener{l})
+		}
+	}()
 	return l
 }
 

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -130,14 +131,22 @@ func serve(cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
-		listener := newLimitListener(inner, l.MaxConnections, cfg.RequestHeaderTimeout, log, metrics, i)
-		servers = append(servers, newServer(cfg, handler, log))
+		listener := newLimitListener(inner, l, cfg.RequestHeaderTimeout, log, metrics, i)
+		srv := newServer(cfg, l, handler, log, metrics, i)
+		servers = append(servers, srv)
 		described = append(described, fmt.Sprintf("%s=%s", l.Name, inner.Addr()))
-		go func(srv *http.Server) {
-			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		go func() {
+			var err error
+			if l.TLS != nil {
+				// Certificates come from srv.TLSConfig, not files.
+				err = srv.ServeTLS(listener, "", "")
+			} else {
+				err = srv.Serve(listener)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("listener failed", "listener", l.Name, "cause", err.Error())
 			}
-		}(servers[len(servers)-1])
+		}()
 	}
 	admin := serveAdmin(adminListener, metrics)
 	metrics.ready.Store(true)
@@ -170,12 +179,26 @@ func serve(cfg *Config, log *slog.Logger) error {
 }
 
 // newServer is one listener's http.Server: HTTP/1.1 and cleartext HTTP/2
-// (prior knowledge) on the same socket, as tailcut serves them.
-func newServer(cfg *Config, handler http.Handler, log *slog.Logger) *http.Server {
+// (prior knowledge) on the same socket, as tailcut serves them, or over
+// TLS, HTTP/2 or HTTP/1.1 as ALPN chooses.
+func newServer(cfg *Config, l Listener, handler http.Handler, log *slog.Logger, metrics *Metrics, index int) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	if l.TLS != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	// Per-connection errors (bad requests, TLS-looking garbage, failed
+	// handshakes) are the client's fault: debug, so a client cannot flood
+	// the log. On a TLS listener, failed handshakes are also counted.
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	if l.TLS != nil {
+		counter := handshakeCounter{count: metrics.tlsHandshakeFailure(index), forward: errorLog.Writer()}
+		errorLog = stdlog.New(counter, "", 0)
+	}
 	return &http.Server{
+		TLSConfig: l.TLS,
 		Handler:   handler,
 		Protocols: &protocols,
 		// Slowloris defence: the whole request head within this time.
@@ -187,10 +210,8 @@ func newServer(cfg *Config, handler http.Handler, log *slog.Logger) *http.Server
 		// timeouts.request is set (see Proxy.ServeHTTP).
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
 		// SETTINGS_MAX_CONCURRENT_STREAMS, as tailcut's limits.max_concurrent_streams.
-		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
-		// Per-connection errors (bad requests, TLS-looking garbage) are the
-		// client's fault: debug, so a client cannot flood the log.
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
+		ErrorLog: errorLog,
 	}
 }
 

@@ -61,6 +61,8 @@ type Metrics struct {
 	// Per listener, in config order.
 	connActive []prometheus.Gauge
 	connTotal  []prometheus.Counter
+	// nil for a listener without TLS.
+	tlsFailures []prometheus.Counter
 
 	latency   *latencyRecorder
 	accessLog *accessLog
@@ -112,16 +114,24 @@ func NewMetrics(cfg *Config) *Metrics {
 	total := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tailcut_connections_total", Help: "Client connections accepted.",
 	}, []string{"listener"})
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailcut_tls_handshake_failures_total", Help: "TLS handshakes that failed or timed out, on listeners with TLS.",
+	}, []string{"listener"})
 	for _, l := range cfg.Listeners {
 		m.connActive = append(m.connActive, active.WithLabelValues(l.Name))
 		m.connTotal = append(m.connTotal, total.WithLabelValues(l.Name))
+		var failures prometheus.Counter
+		if l.TLS != nil {
+			failures = handshakes.WithLabelValues(l.Name)
+		}
+		m.tlsFailures = append(m.tlsFailures, failures)
 	}
 	dropped := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tailcut_access_log_dropped_total", Help: "Access log lines dropped because the writer fell behind.",
 	})
 
 	m.latency = newLatencyRecorder(len(m.routes), cfg.Window)
-	m.registry.MustRegister(requests, ended, connectErrors, timeouts, active, total, dropped,
+	m.registry.MustRegister(requests, ended, connectErrors, timeouts, active, total, handshakes, dropped,
 		&latencyCollector{m: m})
 	if cfg.AccessLog.Enabled {
 		m.accessLog = startAccessLog(cfg.AccessLog, dropped)
@@ -447,6 +457,15 @@ func (c *latencyCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	})
+}
+
+// tlsHandshakeFailure counts a failed handshake on TLS listener number listener.
+func (m *Metrics) tlsHandshakeFailure(listener int) func() {
+	counter := m.tlsFailures[listener]
+	if counter == nil {
+		return func() {}
+	}
+	return counter.Inc
 }
 
 // connection counts an accepted client connection; the returned func ends it.

@@ -38,6 +38,7 @@ type route struct {
 type cluster struct {
 	name     string
 	backends []string // "IP:port"
+	scheme   string   // "https" for a cluster with TLS
 	next     atomic.Uint64
 	proxy    *httputil.ReverseProxy
 }
@@ -69,7 +70,10 @@ func NewProxy(cfg *Config, log *slog.Logger, metrics *Metrics) *Proxy {
 }
 
 func newCluster(name string, up Upstream, cfg *Config, buffers *bufferPool, log *slog.Logger, metrics *Metrics) *cluster {
-	c := &cluster{name: name}
+	c := &cluster{name: name, scheme: "http"}
+	if up.TLS != nil {
+		c.scheme = "https"
+	}
 	for _, b := range up.Backends {
 		c.backends = append(c.backends, b.String())
 	}
@@ -89,6 +93,8 @@ func newCluster(name string, up Upstream, cfg *Config, buffers *bufferPool, log 
 		DisableCompression: true,
 		// Upstream hops are HTTP/1.1, as tailcut's are.
 		ForceAttemptHTTP2: false,
+		// Verified against the cluster's CA bundle, or the system roots; nil for cleartext.
+		TLSClientConfig: up.TLS,
 	}
 	c.proxy = &httputil.ReverseProxy{
 		Rewrite:   c.rewrite,
@@ -139,6 +145,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	// A client that sent Expect: 100-continue waits for the interim 100
+	// before sending its body. net/http sends it on the body's first read,
+	// unless the response has started by then, and an upstream may answer
+	// before the transport first reads the body (an echo streams its
+	// response head at once). Then the client would get the final response
+	// first and the connection would close. Reading nothing sends the 100
+	// now, once the request is known to be forwarded.
+	if r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		_, _ = r.Body.Read(nil)
 	}
 	if p.requestTimeout > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), p.requestTimeout)
@@ -202,7 +218,7 @@ func withoutPort(host string) string {
 // Upgrade for WebSocket.
 func (c *cluster) rewrite(pr *httputil.ProxyRequest) {
 	backend := c.backends[(c.next.Add(1)-1)%uint64(len(c.backends))]
-	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Scheme = c.scheme
 	pr.Out.URL.Host = backend
 	// Host is preserved; an HTTP/1.0 request without one gets the backend's.
 	pr.Out.Host = pr.In.Host

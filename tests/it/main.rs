@@ -7,8 +7,9 @@
 //!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
 //! - `reload.rs`: reloading the config (SIGHUP, `--watch-config`) under load.
-//! - `tls.rs`: TLS termination (SNI, ALPN, handshake failures, certificate
-//!   errors, certificate rotation by reload).
+//! - `tls.rs`: tailcut's certificate-file errors and certificate rotation by
+//!   reload (SNI, ALPN, handshake failures and upstream TLS are in
+//!   `conformance/tls.rs`, for both proxies).
 //! - `deploy.rs`: the systemd unit, Kubernetes manifests, container config and
 //!   Dockerfile under `deploy/`, validated offline.
 

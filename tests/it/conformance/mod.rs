@@ -56,6 +56,7 @@ mod metrics;
 mod pooling;
 mod shutdown;
 mod streaming;
+mod tls;
 mod websocket;
 
 /// Runs `test` against `kind`, or, if the allowlist names the pair, checks
