@@ -116,7 +116,7 @@ trial() {
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
     /^latency \(from intended send\)/ { p99 = ms($7); p999 = ms($8) }
     /^errors   refused/ { failed = $3 + $5 + $7 + $9 + $21 }
-    /^verdict/ { verdict = $2 }
+    /^verdict/ { verdict = $2; sub(":", "", verdict) }
     END { printf "%.3f %.3f %s %d %d\n", p99, p999, verdict, failed, reloads }'
 }
 

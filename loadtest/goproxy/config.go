@@ -29,6 +29,7 @@ type Config struct {
 	RequestHeaderTimeout          time.Duration
 	UpstreamResponseHeaderTimeout time.Duration
 	IdleTimeout                   time.Duration
+	ClientWriteTimeout            time.Duration // a client accepting no bytes for this long is cut
 	RequestTimeout                time.Duration // 0: no limit
 
 	MaxHeaderBytes       int
@@ -113,6 +114,7 @@ type fileSchema struct {
 		RequestHeader          *string `toml:"request_header"`
 		UpstreamResponseHeader *string `toml:"upstream_response_header"`
 		Idle                   *string `toml:"idle"`
+		ClientWrite            *string `toml:"client_write"`
 		Request                *string `toml:"request"`
 	} `toml:"timeouts"`
 	Limits struct {
@@ -251,6 +253,7 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 		{"timeouts.request_header", "10s", raw.Timeouts.RequestHeader, &c.RequestHeaderTimeout},
 		{"timeouts.upstream_response_header", "30s", raw.Timeouts.UpstreamResponseHeader, &c.UpstreamResponseHeaderTimeout},
 		{"timeouts.idle", "60s", raw.Timeouts.Idle, &c.IdleTimeout},
+		{"timeouts.client_write", "60s", raw.Timeouts.ClientWrite, &c.ClientWriteTimeout},
 	}
 	for _, d := range durations {
 		if *d.out, err = v.duration(d.key, d.value, d.fallback); err != nil {

@@ -26,6 +26,8 @@ type limitListener struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	index     int // the listener's place in the config, for metrics
+	// Per write on admitted connections: timeouts.client_write.
+	writeTimeout time.Duration
 }
 
 func newLimitListener(inner net.Listener, listener Listener, headerTimeout time.Duration, log *slog.Logger, metrics *Metrics, index int) *limitListener {
@@ -69,7 +71,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		select {
 		case l.slots <- struct{}{}:
 			closed := l.metrics.connection(l.index)
-			return &limitedConn{Conn: conn, release: func() { <-l.slots; closed() }}, nil
+			return &limitedConn{Conn: conn, release: func() { <-l.slots; closed() }, writeTimeout: l.writeTimeout}, nil
 		default:
 		}
 		if l.rejecting.Add(1) > rejectingAtOnce {
@@ -84,11 +86,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 // limitedConn gives back its slot once, when it is closed (by the server,
-// or by ReverseProxy after a WebSocket tunnel ends).
+// or by ReverseProxy after a WebSocket tunnel ends). Each write must finish
+// within writeTimeout (timeouts.client_write), so a client that stops
+// reading is cut off; net/http's WriteTimeout would bound the whole
+// response instead, cutting slow downloads that still move.
 type limitedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once         sync.Once
+	release      func()
+	writeTimeout time.Duration // 0: none (the 503 connections, bounded otherwise)
+}
+
+func (c *limitedConn) Write(b []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *limitedConn) Close() error {

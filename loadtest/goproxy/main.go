@@ -132,6 +132,7 @@ func serve(cfg *Config, log *slog.Logger) error {
 			return fmt.Errorf("listener %s: %w", l.Name, err)
 		}
 		listener := newLimitListener(inner, l, cfg.RequestHeaderTimeout, log, metrics, i)
+		listener.writeTimeout = cfg.ClientWriteTimeout
 		srv := newServer(cfg, l, handler, log, metrics, i)
 		servers = append(servers, srv)
 		described = append(described, fmt.Sprintf("%s=%s", l.Name, inner.Addr()))

@@ -111,6 +111,12 @@ pub struct Timeouts {
     /// Closing a client connection that has had no request in flight for this long.
     #[serde(serialize_with = "as_humantime")]
     pub idle: Duration,
+    /// Closing a client connection that has accepted no bytes of its
+    /// response for this long (a client that stops reading). Counted between
+    /// writes, not over the whole response, so slow downloads that keep
+    /// moving are not cut.
+    #[serde(serialize_with = "as_humantime")]
+    pub client_write: Duration,
     /// The whole exchange, from request headers to the last byte of the
     /// response body. `None`: no limit (long downloads, streams).
     #[serde(serialize_with = "as_humantime_opt")]
@@ -227,6 +233,7 @@ impl Validator<'_> {
                 "30s",
             )?,
             idle: self.duration(t.idle, "timeouts.idle", "60s")?,
+            client_write: self.duration(t.client_write, "timeouts.client_write", "60s")?,
             request: match t.request {
                 None => None,
                 Some(value) => Some(self.duration(Some(value), "timeouts.request", "")?),
@@ -633,6 +640,7 @@ backends = ["127.0.0.1:9000"]
         let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
         assert_eq!(config.timeouts.connect, Duration::from_secs(1));
         assert_eq!(config.timeouts.request_header, Duration::from_secs(10));
+        assert_eq!(config.timeouts.client_write, Duration::from_secs(60));
         assert_eq!(config.timeouts.request, None);
         assert_eq!(config.limits.max_headers.get(), 100);
         assert_eq!(config.listeners[0].max_connections.get(), 10_000);

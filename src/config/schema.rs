@@ -59,6 +59,7 @@ pub(crate) struct Timeouts {
     pub request_header: Option<Spanned<String>>,
     pub upstream_response_header: Option<Spanned<String>>,
     pub idle: Option<Spanned<String>>,
+    pub client_write: Option<Spanned<String>>,
     pub request: Option<Spanned<String>>,
 }
 

@@ -90,15 +90,49 @@ impl Proxy {
     }
 
     /// The service for one client connection from `peer`, reached over `proto`
-    /// (`http` or `https`).
-    pub fn service_for(&self, peer: SocketAddr, proto: &'static str) -> ProxyService {
+    /// (`http` or `https`); WebSocket tunnels it upgrades into run in `tunnels`.
+    pub fn service_for(&self, peer: SocketAddr, proto: &'static str, tunnels: Tunnels) -> ProxyService {
         // Computed once per connection, not per request.
         let ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ProxyService {
             current: self.current.clone(),
-            client: ClientSide { ip, proto },
+            connection: Arc::new(Connection {
+                client: ClientSide { ip, proto },
+                tunnels,
+            }),
         }
     }
+}
+
+/// Where the WebSocket tunnels of one client connection run. A tunnel
+/// outlives the HTTP connection it came from, yet it is still that client's
+/// connection: it runs in the server's task tracker, so a drain waits for it,
+/// and it keeps `hold` (the connection's place under its listener's limit,
+/// and its count as an active connection) until it closes.
+#[derive(Clone)]
+pub struct Tunnels {
+    tasks: tokio_util::task::TaskTracker,
+    hold: Arc<dyn std::any::Any + Send + Sync>,
+}
+
+impl Tunnels {
+    /// Tunnels spawned in `tasks`, each keeping `hold` alive.
+    pub fn new(tasks: tokio_util::task::TaskTracker, hold: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        Tunnels { tasks, hold }
+    }
+}
+
+impl std::fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnels").finish_non_exhaustive()
+    }
+}
+
+/// What one client connection's requests share.
+#[derive(Debug)]
+struct Connection {
+    client: ClientSide,
+    tunnels: Tunnels,
 }
 
 impl Shared {
@@ -150,7 +184,7 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct ProxyService {
     current: Arc<ArcSwap<Shared>>,
-    client: ClientSide,
+    connection: Arc<Connection>,
 }
 
 impl tower::Service<Request<Incoming>> for ProxyService {
@@ -165,12 +199,12 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // One reference-count increment, as cloning an `Arc` would be.
         let shared = self.current.load_full();
-        let client = self.client.clone();
+        let connection = self.connection.clone();
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
         Box::pin(
             async move {
                 let mut route = None;
-                let mut response = match shared.forward(&client, request, &mut route).await {
+                let mut response = match shared.forward(&connection, request, &mut route).await {
                     Ok(response) => response,
                     Err(err) => err.into_response(),
                 };
@@ -186,7 +220,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
 impl Shared {
     async fn forward(
         &self,
-        client: &ClientSide,
+        connection: &Connection,
         request: Request<Incoming>,
         route_slot: &mut Option<usize>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -234,7 +268,7 @@ impl Shared {
             &mut parts.headers,
             parts.version,
             parts.uri.authority(),
-            client,
+            &connection.client,
             upgrade.clone(),
         );
         parts.version = Version::HTTP_11;
@@ -261,6 +295,7 @@ impl Shared {
                     backend,
                     request,
                     client_side,
+                    &connection.tunnels,
                     self.timeouts.connect,
                     header_timeout,
                 ))

@@ -2,7 +2,8 @@
 //! tunnel, then bytes copied both ways until either side closes.
 //!
 //! An upgraded connection leaves HTTP for good, so it never comes from or
-//! returns to the keep-alive pool.
+//! returns to the keep-alive pool. The tunnel still counts as its client's
+//! connection: see [`super::Tunnels`].
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub(super) async fn tunnel(
     backend: &Backend,
     request: Request<Incoming>,
     client_side: OnUpgrade,
+    tunnels: &super::Tunnels,
     connect_timeout: Duration,
     header_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -68,8 +70,12 @@ pub(super) async fn tunnel(
 
     let upstream_side = hyper::upgrade::on(&mut response);
     let span = tracing::debug_span!("tunnel", upstream = %cluster.name, backend = %backend.addr);
-    tokio::spawn(
+    let hold = tunnels.hold.clone();
+    tunnels.tasks.spawn(
         async move {
+            // The client connection's place under its listener's limit, held
+            // for as long as the tunnel is open.
+            let _hold = hold;
             let (client, upstream) = match tokio::try_join!(client_side, upstream_side) {
                 Ok(pair) => pair,
                 Err(err) => {

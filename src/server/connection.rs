@@ -1,5 +1,6 @@
 //! Serving one client connection: TLS termination when the listener has it,
-//! HTTP/1.1 or HTTP/2, the idle timeout, and graceful shutdown.
+//! HTTP/1.1 or HTTP/2, the idle and client write timeouts, and graceful
+//! shutdown.
 //!
 //! Over TLS, ALPN chooses the protocol (`h2` or `http/1.1`). In cleartext,
 //! the protocol is chosen by peeking at the HTTP/2 connection preface, then
@@ -8,6 +9,7 @@
 //! connection going through its rewind wrapper and version dispatch; serving
 //! the plain socket keeps the HTTP/1 request path as short as hyper allows.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,9 +29,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::listener::Gate;
+use super::write_timeout::WriteTimeout;
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::middleware::{self, activity::Activity};
-use crate::proxy::{Proxy, ProxyError};
+use crate::proxy::{Proxy, ProxyError, Tunnels};
 
 /// The first bytes an HTTP/2 client with prior knowledge sends (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,6 +58,7 @@ pub(super) struct Settings {
     pub http: auto::Builder<TokioExecutor>,
     pub idle_timeout: Duration,
     pub header_timeout: Duration,
+    pub client_write_timeout: Duration,
 }
 
 /// A client connection as accepted, with the gate of the listener it came
@@ -66,16 +70,18 @@ pub(super) struct Accepted {
 }
 
 /// Serves requests on a connection: over TLS, with the protocol ALPN chose,
-/// or in cleartext, HTTP/1.1 or h2c by the first bytes. `_permit` holds a
-/// place under the listener's connection limit for as long as the
-/// connection lives.
+/// or in cleartext, HTTP/1.1 or h2c by the first bytes. `permit` holds a
+/// place under the listener's connection limit, and `counted` counts the
+/// connection as active, for as long as the connection lives, or a
+/// WebSocket tunnel it became.
 pub(super) async fn serve(
     accepted: Accepted,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
-    _counted: ConnectionGuard,
+    permit: OwnedSemaphorePermit,
+    counted: ConnectionGuard,
 ) {
     let Accepted { stream, peer, gate } = accepted;
+    let hold: Arc<dyn Any + Send + Sync> = Arc::new((permit, counted));
     let settings = shared.settings.load_full();
     let span = tracing::debug_span!("connection", %peer, listener = %gate.name);
     async move {
@@ -83,13 +89,19 @@ pub(super) async fn serve(
             shared: &shared,
             settings: &settings,
             stop: &gate.stop,
+            hold: &hold,
         };
         match &gate.tls {
             None => match starts_with_h2_preface(&stream, settings.header_timeout).await {
-                Some(h2) => serve_http(TokioIo::new(stream), h2, peer, "http", on).await,
+                Some(h2) => {
+                    let stream = WriteTimeout::new(stream, settings.client_write_timeout);
+                    serve_http(TokioIo::new(stream), h2, peer, "http", on).await;
+                }
                 None => tracing::debug!("closed before sending a request"),
             },
             Some(acceptor) => {
+                // Under TLS, so that TLS records waiting to be sent count too.
+                let stream = WriteTimeout::new(stream, settings.client_write_timeout);
                 // Bounded like a request head: a client that stalls its
                 // handshake must not hold the connection.
                 match tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await {
@@ -114,12 +126,14 @@ pub(super) async fn serve(
 }
 
 /// What serving one connection needs: the server's shared state, the
-/// settings the connection was accepted with, and its listener's stop token.
+/// settings the connection was accepted with, its listener's stop token, and
+/// its hold on the listener's limit (lent to WebSocket tunnels).
 #[derive(Clone, Copy)]
 struct Connection<'a> {
     shared: &'a Shared,
     settings: &'a Settings,
     stop: &'a CancellationToken,
+    hold: &'a Arc<dyn Any + Send + Sync>,
 }
 
 /// Serves HTTP/2 (`h2`) or HTTP/1.1 on `io`; `proto` is the scheme the
@@ -130,7 +144,9 @@ where
 {
     let activity = Activity::new();
     let service = TowerToHyperService::new(middleware::stack(
-        on.shared.proxy.service_for(peer, proto),
+        on.shared
+            .proxy
+            .service_for(peer, proto, Tunnels::new(on.shared.tasks.clone(), on.hold.clone())),
         activity.clone(),
         on.shared.metrics.clone(),
     ));

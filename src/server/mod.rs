@@ -12,6 +12,7 @@ mod connection;
 mod listener;
 mod reload;
 mod signals;
+mod write_timeout;
 
 use std::future::Future;
 use std::io;
@@ -201,6 +202,7 @@ fn settings(config: &Config) -> connection::Settings {
         http: auto_builder(config),
         idle_timeout: config.timeouts.idle,
         header_timeout: config.timeouts.request_header,
+        client_write_timeout: config.timeouts.client_write,
     }
 }
 

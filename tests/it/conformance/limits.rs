@@ -1,6 +1,7 @@
 //! Client limits: a route's request-body limit (413), concurrent HTTP/2
-//! streams per connection, and a client trickling its headers one byte at a
-//! time (cut off at the header timeout, at a bounded memory cost).
+//! streams per connection, a client trickling its headers one byte at a
+//! time (cut off at the header timeout, at a bounded memory cost), and a
+//! client that stops reading its response (cut off at the write timeout).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -170,8 +171,77 @@ async fn a_client_trickling_its_headers_is_cut_off_at_a_bounded_cost(kind: Kind)
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok:?}");
 }
 
+/// A connection to `addr` with a 4 KiB receive buffer, so that a response
+/// its client does not read soon fills the buffers between them.
+async fn small_window_connection(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    socket.connect(addr).await.expect("connect")
+}
+
+async fn a_client_that_stops_reading_is_cut_off_at_the_write_timeout(kind: Kind) {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(
+        kind,
+        &crate::support::config(&[upstream.addr], "[timeouts]\nclient_write = \"1s\"\n"),
+    );
+
+    // Asks for 64 MiB, then reads nothing for 3 s.
+    let mut stalled = small_window_connection(proxy.addr).await;
+    stalled
+        .write_all(b"GET /stream/1024 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What was buffered arrives, then the end: the proxy gave up.
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut received = 0;
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "still sending to a client that had stopped reading");
+    assert!(received < 64 << 20, "the whole 64 MiB arrived ({received} bytes)");
+
+    // Slow but moving: 4 MiB read 256 KiB at a time, 100 ms apart, which
+    // takes longer than the timeout in all but never stalls for that long.
+    let mut slow = small_window_connection(proxy.addr).await;
+    slow.write_all(b"GET /stream/64 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut response = Vec::new();
+    let mut since_pause = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut buf))
+            .await
+            .expect("the slow download stalled")
+            .expect("the slow download was cut off");
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        since_pause += n;
+        if since_pause >= 256 * 1024 {
+            since_pause = 0;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(1), "too fast to show anything");
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    // Chunked: complete when the last chunk arrived.
+    assert!(response.ends_with(b"0\r\n\r\n"), "the slow download ended early");
+    assert!(response.len() > 64 * 64 * 1024);
+}
+
 conformance!(
     a_body_over_the_routes_limit_is_413_whether_declared_or_streamed,
     http2_streams_beyond_the_limit_wait_for_a_free_one,
     a_client_trickling_its_headers_is_cut_off_at_a_bounded_cost,
+    a_client_that_stops_reading_is_cut_off_at_the_write_timeout,
 );
