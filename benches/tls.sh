@@ -15,9 +15,10 @@
 #
 # Each proxy alone on PROXY_CPU with one worker; the upstream (nginx, 12
 # bytes), wrk and tailcut-load share LOAD_CPU. In part 3 the connection
-# client runs on HANDSHAKE_CPU, by default LOAD_CPU too, where its TLS work
-# takes CPU from the generator: the run's verdicts say when that made a run
-# invalid, and only a core of its own separates the two.
+# client (loadtest/goproxy/cmd/connchurn, Go's crypto/tls) runs on
+# HANDSHAKE_CPU, by default LOAD_CPU too, where its TLS work takes CPU from
+# the generator: the run's verdicts say when that made a run invalid, and
+# only a core of its own separates the two fully.
 # The certificate is ECDSA P-256, made with openssl for the run. Part 3 runs
 # tailcut only.
 #
@@ -25,7 +26,7 @@
 # Env:   CONNS (50), RATE (2000), HANDSHAKE_RATE (200), PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (18180),
 #        HANDSHAKE_CPU (LOAD_CPU): where the part-3 connection client runs (give it a core of its
 #        own on a machine with three or more), ONLY_STALLS=1 to run part 3 alone
-# Needs: nginx, wrk, taskset, openssl, python3, go   (Debian: apt-get install nginx-light wrk util-linux openssl)
+# Needs: nginx, wrk, taskset, openssl, go   (Debian: apt-get install nginx-light wrk util-linux openssl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,12 +46,13 @@ GO_PORT=$((BASE_PORT + 6)) GO_PLAIN_PORT=$((BASE_PORT + 7)) GO_ADMIN_PORT=$((BAS
 SCRIPT=tls
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
-require nginx wrk taskset openssl python3 go
+require nginx wrk taskset openssl go
 
 cargo build --release --quiet --bin tailcut -p tailcut -p tailcut-load
 TAILCUT=target/release/tailcut
 LOAD=target/release/tailcut-load
-(cd loadtest/goproxy && go build -trimpath -ldflags="-s -w" -o "$work/goproxy" .)
+(cd loadtest/goproxy && go build -trimpath -ldflags="-s -w" -o "$work/goproxy" . &&
+  go build -trimpath -o "$work/connchurn" ./cmd/connchurn)
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
@@ -99,43 +101,6 @@ TOML
 sed "s/$TAILCUT_PORT/$GO_PORT/; s/$PLAIN_PORT/$GO_PLAIN_PORT/; s/$ADMIN_PORT/$GO_ADMIN_PORT/" \
   "$work/tailcut.toml" > "$work/goproxy.toml"
 
-# A bounded, fixed-rate stream of new connections, TLS or (with a fourth
-# argument, "plain") cleartext: one GET each, then close.
-cat > "$work/handshakes.py" <<'PY'
-import socket, ssl, sys, threading, time
-port, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-plain = len(sys.argv) > 4
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-counts = {"ok": 0, "failed": 0}
-lock = threading.Lock()
-def one():
-    outcome = "ok"
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            conn = raw if plain else ctx.wrap_socket(raw, server_hostname="bench.test")
-            conn.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
-            while conn.recv(4096):
-                pass
-            conn.close()
-    except OSError:
-        outcome = "failed"
-    with lock:
-        counts[outcome] += 1
-start = time.monotonic()
-threads = []
-for i in range(int(rate * seconds)):
-    delay = start + i / rate - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
-    t = threading.Thread(target=one, daemon=True)
-    t.start()
-    threads.append(t)
-for t in threads:
-    t.join(10)
-print(counts["ok"], counts["failed"])
-PY
 
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -e stderr & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/nginx.conf" -e stderr & pids+=($!)
@@ -200,7 +165,8 @@ plain_tail() {
 }
 # with_churn PORT [plain] : plain_tail while new connections arrive on PORT.
 with_churn() {
-  taskset -c "$HANDSHAKE_CPU" python3 "$work/handshakes.py" "$1" "$HANDSHAKE_RATE" "$((seconds + 2))" ${2:-} > "$work/churn.out" &
+  taskset -c "$HANDSHAKE_CPU" "$work/connchurn" -port "$1" -rate "$HANDSHAKE_RATE" -seconds "$((seconds + 2))" \
+    ${2:+-plain} > "$work/churn.out" &
   local churn=$!
   local result
   result=$(plain_tail)

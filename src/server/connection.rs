@@ -107,7 +107,10 @@ pub(super) async fn serve(
                 match tokio::time::timeout(settings.header_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve_http(TokioIo::new(stream), h2, peer, "https", on).await;
+                        // Boxed: TLS state makes this future several times the
+                        // size of the cleartext one, and a connection's task is
+                        // as large as its largest path.
+                        Box::pin(serve_http(TokioIo::new(stream), h2, peer, "https", on)).await;
                     }
                     Ok(Err(err)) => {
                         gate.counters.tls_handshake_failure();
@@ -152,13 +155,15 @@ where
     ));
     if h2 {
         let connection = on.settings.http2.serve_connection(io, service);
-        drive(
+        // Boxed, so that HTTP/1.1 connections do not carry the size of an
+        // HTTP/2 connection's state in their task.
+        Box::pin(drive(
             connection,
             http2::Connection::graceful_shutdown,
             &activity,
             on,
             FirstRequest::NotAwaited,
-        )
+        ))
         .await;
     } else {
         let connection = on.settings.http1.serve_connection(io, service).with_upgrades();
