@@ -63,11 +63,13 @@ fn run(cli: &Cli, config: config::Config) -> anyhow::Result<()> {
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let path = config.source.clone();
-        let server = server::Server::bind(Arc::new(config)).await?;
-        tracing::debug!(workers, "runtime started");
-        // One waiting reload is enough: it reads the newest file.
+        // One waiting reload is enough: it reads the newest file. SIGHUP is
+        // handled from before the listeners bind: its default action would
+        // end the process.
         let (reloads, reload_requests) = tokio::sync::mpsc::channel(1);
         server::reload_signal(reloads.clone()).context("cannot listen for SIGHUP")?;
+        let server = server::Server::bind(Arc::new(config)).await?;
+        tracing::debug!(workers, "runtime started");
         let _watcher = if cli.watch_config {
             let watcher =
                 server::watch_config(&path, reloads).with_context(|| format!("cannot watch {}", path.display()))?;

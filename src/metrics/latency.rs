@@ -363,6 +363,9 @@ impl Reader {
     }
 }
 
+/// The counts of a route slot nothing was recorded in.
+const NOTHING: [u64; COUNTS] = [0; COUNTS];
+
 /// A locked, consistent view of the recorded latencies and counts.
 pub struct View<'a> {
     reader: MutexGuard<'a, Reader>,
@@ -379,11 +382,12 @@ pub enum Scope {
 
 impl View<'_> {
     /// Requests answered for `route` since start, by status class (1xx first).
+    /// A slot no thread has recorded into reads as zeros.
     pub fn requests(&self, route: usize) -> &[u64] {
         self.reader
             .counts
             .get(route * COUNTS..route * COUNTS + STATUS_CLASSES)
-            .unwrap_or(&[])
+            .unwrap_or(&NOTHING[..STATUS_CLASSES])
     }
 
     /// Response bodies of `route` since start, by how they ended ([`End::ALL`] order).
@@ -391,7 +395,7 @@ impl View<'_> {
         self.reader
             .counts
             .get(route * COUNTS + STATUS_CLASSES..(route + 1) * COUNTS)
-            .unwrap_or(&[])
+            .unwrap_or(&NOTHING[STATUS_CLASSES..])
     }
 
     /// Samples of `figure` for `route` over `scope`, merged across the ends
@@ -481,7 +485,12 @@ mod tests {
         assert_eq!(view.requests(100), [0, 0, 0, 0, 1]);
         assert_eq!(view.ends(100), [0, 1, 0]);
         assert_eq!(view.requests(MAX_ROUTE_SLOTS - 1), [0, 1, 0, 0, 0]);
-        assert!(view.requests(MAX_ROUTE_SLOTS).is_empty());
+        // Slots nothing was recorded in read as zeros, in a chunk no thread
+        // touched as in one some thread did.
+        assert_eq!(view.requests(MAX_ROUTE_SLOTS), [0, 0, 0, 0, 0]);
+        assert_eq!(view.requests(50), [0, 0, 0, 0, 0]);
+        assert_eq!(view.ends(50), [0, 0, 0]);
+        assert_eq!(view.requests(2), [0, 0, 0, 0, 0]);
         let late = view
             .histogram(100, Figure::Total, &End::ALL, Scope::Window)
             .expect("samples in the later slot");

@@ -385,7 +385,7 @@ impl Metrics {
         self.inner.table.latency.read().histogram(slot, figure, ends, scope)
     }
 
-    /// Moves shipped samples into the window and rotates it; the admin
+    /// Takes in what the workers recorded and rotates the window; the admin
     /// listener calls this every second so that the window moves even when
     /// nobody reads it.
     pub fn tick(&self) {
@@ -491,5 +491,34 @@ impl Collector for LatencyTable {
             ConstGauge::new(histogram.len() as i64).encode(samples.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_exported_at_zero_before_its_first_request() {
+        let toml = "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n\
+                    [[routes]]\nname = \"first\"\npath_prefix = \"/a\"\nupstream = \"app\"\n\
+                    [[routes]]\nname = \"second\"\nupstream = \"app\"\n\
+                    [upstreams.app]\nbackends = [\"127.0.0.1:9\"]\n";
+        let config = crate::config::parse(std::path::Path::new("t.toml"), toml).expect("config");
+        let metrics = Metrics::new(&config);
+        let zero = |route: &str| {
+            format!("tailcut_requests_total{{route=\"{route}\",cluster=\"app\",status_class=\"2xx\"}} 0\n")
+        };
+        let text = metrics.encode();
+        for route in ["first", "second"] {
+            assert!(text.contains(&zero(route)), "{text}");
+        }
+        // Routes a reload adds, past the first chunk of slots.
+        for i in 0..40 {
+            metrics.route_slot_for(&format!("r{i}"), "app").expect("a free slot");
+        }
+        assert!(metrics.encode().contains(&zero("r39")));
+        // The same pair keeps its slot.
+        assert_eq!(metrics.route_slot_for("second", "app").expect("slot"), 2);
     }
 }

@@ -204,14 +204,16 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    /// The gate for `listener`. A reload passes the `previous` gate: when
-    /// the limit is unchanged its count of open connections carries over;
-    /// a new limit counts only connections accepted from then on.
+    /// The gate for `listener`. A reload passes the `previous` gate, whose
+    /// count of open connections carries over to the new limit.
     fn new(listener: &config::Listener, shared: &Shared, stop: CancellationToken, previous: Option<&Gate>) -> Gate {
         let limit = listener.max_connections.get();
         let admitted = match previous {
-            Some(previous) if previous.limit == limit => previous.admitted.clone(),
-            _ => Arc::new(Semaphore::new(limit)),
+            Some(previous) => {
+                resize(&previous.admitted, previous.limit, limit);
+                previous.admitted.clone()
+            }
+            None => Arc::new(Semaphore::new(limit)),
         };
         Gate {
             limit,
@@ -256,6 +258,31 @@ impl Gate {
     }
 }
 
+/// Changes the limit of `admitted` from `from` to `to` permits in all,
+/// keeping the ones open connections hold. A lower limit takes away the free
+/// permits at once and, when connections hold more than the new limit, the
+/// rest as those connections close: until then new ones are refused.
+fn resize(admitted: &Arc<Semaphore>, from: usize, to: usize) {
+    if to >= from {
+        admitted.add_permits(to - from);
+        return;
+    }
+    let owed = (from - to) - admitted.forget_permits(from - to);
+    if owed == 0 {
+        return;
+    }
+    let admitted = admitted.clone();
+    // A waiting acquirer gets released permits before try_acquire can see
+    // them, so the owed permits are taken as connections close. Limits are
+    // at most 2^30, so `owed` fits.
+    let owed = u32::try_from(owed).unwrap_or(u32::MAX);
+    tokio::spawn(async move {
+        if let Ok(permits) = admitted.acquire_many_owned(owed).await {
+            permits.forget();
+        }
+    });
+}
+
 /// At shutdown: accepts the connections already queued on `socket` and
 /// answers them instead of letting the close reset them. With
 /// `SO_REUSEPORT` another tailcut may be taking new connections on the same
@@ -277,5 +304,36 @@ fn take_queued(socket: TcpListener, gate: &Arc<Gate>, shared: &Arc<Shared>) {
         };
         tracing::debug!(listener = %gate.name, %peer, "accepted while shutting down");
         gate.admit(stream, peer, shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_limit_counts_the_connections_already_open() {
+        let admitted = Arc::new(Semaphore::new(4));
+        let held: Vec<_> = (0..3)
+            .map(|_| admitted.clone().try_acquire_owned().expect("under the limit"))
+            .collect();
+
+        // Raised to 6 with 3 open: 3 more.
+        resize(&admitted, 4, 6);
+        assert_eq!(admitted.available_permits(), 3);
+
+        // Lowered to 2 with 3 open: none free until one has closed.
+        resize(&admitted, 6, 2);
+        tokio::task::yield_now().await;
+        assert_eq!(admitted.available_permits(), 0);
+        let mut held = held.into_iter();
+        drop(held.next());
+        tokio::task::yield_now().await;
+        assert_eq!(admitted.available_permits(), 0, "two open, limit 2");
+        drop(held.next());
+        tokio::task::yield_now().await;
+        assert_eq!(admitted.available_permits(), 1, "one open, limit 2");
+        drop(held.next());
+        assert_eq!(admitted.available_permits(), 2, "none open, limit 2");
     }
 }

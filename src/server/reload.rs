@@ -10,8 +10,15 @@
 //! - connection settings (client timeouts, header and stream limits) apply
 //!   to connections accepted from then on.
 //! - listeners whose address is unchanged keep their socket and take their
-//!   new limit and certificates; new ones bind; removed ones stop accepting
-//!   and drain their connections.
+//!   new limit (counting the connections already open) and certificates;
+//!   new ones bind; removed ones stop accepting and drain their connections
+//!   (WebSocket tunnels on them run until one side closes them). A listener
+//!   moved to an address that overlaps its old one (`0.0.0.0:8080` to
+//!   `127.0.0.1:8080`) cannot bind while the old one listens, unless
+//!   `server.reuse_port` is on: that reload fails and says so.
+//!
+//! One thing a failed reload may leave behind: metric labels for the new
+//! config's routes and clusters, at zero, if it failed after they were made.
 //!
 //! A few settings are only read at start-up (`admin`, `access_log`,
 //! `server.reuse_port`); a reload that changes them says so and keeps the
