@@ -104,6 +104,7 @@ fn count_near(pixels: &[[u8; 4]], colour: [u8; 3]) -> usize {
 
 #[test]
 fn the_report_renders_in_chromium_with_its_charts_and_no_console_errors() {
+    let _cpu = crate::support::exclusive_cpu();
     let Some(browser) = chromium() else {
         assert!(
             std::env::var_os("CI").is_none(),

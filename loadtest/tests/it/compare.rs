@@ -17,6 +17,7 @@ fn tailcut_binary() -> std::path::PathBuf {
 
 #[test]
 fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
+    let _cpu = crate::support::exclusive_cpu();
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = dir.path().join("tiny.toml");
     std::fs::write(

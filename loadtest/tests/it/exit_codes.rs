@@ -25,6 +25,8 @@ fn run(url: &str, flags: &str) -> Output {
 
 #[test]
 fn valid_run_exits_0() {
+    // A valid run needs the generator not to be starved of CPU.
+    let _cpu = crate::support::exclusive_cpu();
     let url = format!("http://{}/", backend(200, "none"));
     let out = run(
         &url,
@@ -64,6 +66,8 @@ fn rate_not_reached_exits_3() {
 
 #[test]
 fn a_target_holding_every_connection_is_queueing_in_the_latency_not_generator_lag() {
+    // A valid run needs the generator not to be starved of CPU.
+    let _cpu = crate::support::exclusive_cpu();
     let url = format!("http://{}/", backend(200, "fixed:20ms"));
     // Every connection busy: requests wait for a free one. That wait is the
     // target's doing, so it counts in the latency from the intended send,
@@ -94,6 +98,8 @@ fn a_stalled_generator_exits_3() {
 
 #[test]
 fn errors_above_the_limit_exit_5_and_are_counted_by_class() {
+    // A valid run needs the generator not to be starved of CPU.
+    let _cpu = crate::support::exclusive_cpu();
     let url = format!("http://{}/", backend(503, "none"));
     let out = run(
         &url,

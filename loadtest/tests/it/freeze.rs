@@ -9,6 +9,7 @@ use crate::support::{freezing_backend, run_config};
 
 #[test]
 fn a_one_second_freeze_shows_in_corrected_but_not_uncorrected_latency() {
+    let _cpu = crate::support::exclusive_cpu();
     let run_length = Duration::from_secs(4);
     let freeze = Duration::from_secs(1);
     let addr = freezing_backend(Duration::from_millis(1500), freeze);

@@ -9,6 +9,15 @@ use tailcut_load::result::Thresholds;
 use tailcut_load::run::{Progress, RunConfig};
 use tailcut_load::schedule::Arrivals;
 
+/// Held by tests whose assertions depend on timing and by tests that keep
+/// every core busy (the compare run, Chromium), so that the two never
+/// overlap: a generator starved of CPU reports latency that is its own, not
+/// the target's, and a timing assertion would fail for that reason alone.
+pub fn exclusive_cpu() -> std::sync::MutexGuard<'static, ()> {
+    static CPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Starts `tailcut-load`'s own backend on a background thread.
 pub fn backend(status: u16, delay: &str) -> SocketAddr {
     let config = BackendConfig {
