@@ -78,7 +78,6 @@ pub(super) async fn reload(
     listeners: &mut Listeners,
     shared: &Shared,
 ) -> Result<Arc<Config>, ReloadError> {
-    let path = current.source.clone();
     match apply(current, trigger, listeners, shared).await {
         Ok(config) => {
             shared.metrics.config_reload(true);
@@ -88,7 +87,7 @@ pub(super) async fn reload(
             shared.metrics.config_reload(false);
             tracing::error!(
                 trigger = trigger.name(),
-                path = %path.display(),
+                path = %current.source.display(),
                 cause = %err,
                 "config reload failed; still serving the previous config"
             );

@@ -56,18 +56,21 @@ fn watch<T>(
         *waiting = false;
         return poll;
     }
-    let deadline = Instant::now() + limit;
-    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
     if !*waiting {
-        timer.as_mut().reset(deadline);
+        // The clock starts with this wait; a wait already running keeps its deadline.
         *waiting = true;
+        let deadline = Instant::now() + limit;
+        match timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
     }
-    match timer.as_mut().poll(cx) {
-        Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+    match timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
+        Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("the client accepted no bytes for {limit:?}"),
         ))),
-        Poll::Pending => Poll::Pending,
+        _ => Poll::Pending,
     }
 }
 
