@@ -15,8 +15,8 @@
 //! - [`middleware`]: tower layers that wrap the forwarding service; the stack
 //!   is composed once, in [`middleware::stack`].
 //! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled
-//!   upstream client, WebSocket tunnels, and the one place where errors become
-//!   HTTP statuses.
+//!   upstream HTTP/1.1 client (its own, lean: see `proxy/http1`), WebSocket
+//!   tunnels, and the one place where errors become HTTP statuses.
 //! - [`balance`]: choosing a backend within an upstream cluster.
 //! - [`metrics`]: counters and latency histograms recorded without a lock on
 //!   the request path, the access log, and the admin listener that serves

@@ -41,7 +41,7 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
 }
 
 /// Calls `f` with each comma-separated token of every value of `name`.
-fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str)) {
+pub(crate) fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str)) {
     for value in headers.get_all(name) {
         let Ok(text) = value.to_str() else { continue };
         text.split(',')
@@ -51,7 +51,7 @@ fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str
     }
 }
 
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     let mut found = false;
     for_each_token(headers, name, |t| found |= t.eq_ignore_ascii_case(token));
     found

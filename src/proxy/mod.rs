@@ -9,6 +9,7 @@
 mod body;
 mod error;
 pub mod headers;
+mod http1;
 mod pool;
 mod route;
 mod upgrade;
@@ -309,12 +310,9 @@ impl Shared {
             .send(request, header_timeout, route.max_body_bytes)
             .await
             .map_err(|err| self.classify(route.upstream, backend, err))?;
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, ()) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, Some(lease), deadline, sent),
-        ))
+        Ok(Response::from_parts(parts, ProxyBody::upstream(lease, deadline, sent)))
     }
 
     /// Timeouts (connect, response header) are 504, like nginx; refused,
@@ -331,7 +329,7 @@ impl Shared {
                 cluster.counters.timeout();
             }
             SendError::ResponseTimeout(_) => cluster.counters.timeout(),
-            SendError::ClosedBeforeSend | SendError::Http(_) => {}
+            SendError::Http(_) => {}
         }
         match err {
             SendError::ConnectTimeout => ProxyError::UpstreamTimeout {

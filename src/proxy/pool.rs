@@ -1,14 +1,10 @@
 //! Pooled keep-alive HTTP/1.1 connections to one backend, driven inline.
 //!
-//! hyper's own pooled client (hyper-util's legacy `Client`) runs each
-//! upstream connection as a separate task and hands it every request through
-//! a channel, with a pool keyed by a hashed authority. Profiles of a proxy
-//! built on it show that hand-off among the largest user-space costs. Here
-//! the request's own task polls the connection (`Lease::drive`): the request
-//! is written, the response read and its body streamed without waking another
-//! task. When the response body ends, the connection goes back to a LIFO
-//! stack of idle connections, so the most recently used (warmest) one is
-//! reused first.
+//! The request's own task drives its connection (`Lease`): the request is
+//! written, the response read and its body streamed without waking another
+//! task (see [`super::http1`] for why not hyper's client). When the response
+//! body ends, the connection goes back to a LIFO stack of idle connections,
+//! so the most recently used (warmest) one is reused first.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -18,20 +14,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
-
-use super::upload::{UploadBody, UploadProgress};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-/// Largest read buffer of one upstream connection. hyper's default lets it
-/// grow to about 400 KiB; 64 KiB keeps memory per pooled connection small
-/// while still reading large bodies in few system calls.
-const READ_BUFFER: usize = 64 * 1024;
+use super::http1::{ClientError, Conn};
+use super::upload::UploadBody;
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -53,19 +45,9 @@ pub enum SendError {
     /// when the request (and its body) had been sent.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
-    /// A new connection closed before the request could be written.
-    #[error("connection closed before the request was sent")]
-    ClosedBeforeSend,
-    /// The connection failed before a complete response head arrived.
+    /// The exchange failed before a complete response head arrived.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
-}
-
-/// One upstream HTTP/1.1 connection: the request side and the connection
-/// state machine that must be polled for any I/O to happen.
-struct Conn {
-    sender: SendRequest<UploadBody>,
-    driver: Connection<TokioIo<UpstreamIo>, UploadBody>,
+    Http(#[from] ClientError),
 }
 
 /// A connection to a backend: plain TCP, or TLS over it.
@@ -123,9 +105,9 @@ impl Pool {
     }
 
     /// Sends `request` (origin-form URI) on an idle connection, or a new one
-    /// when none is idle. The returned [`Lease`] must travel with the
-    /// response body: it drives the connection and returns it to the pool
-    /// when the body ends.
+    /// when none is idle, and reads the response head. The returned
+    /// [`Lease`] must travel with the response: it streams the body, drives
+    /// the connection and returns it to the pool when the body ends.
     /// A body over `max_body` bytes fails the exchange with
     /// [`SendError::Http`] caused by [`super::upload::TooLarge`].
     pub(super) async fn send(
@@ -133,49 +115,40 @@ impl Pool {
         request: Request<Incoming>,
         response_timeout: Duration,
         max_body: Option<u64>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let (parts, body) = request.into_parts();
-        let (body, upload) = UploadBody::new(body, max_body);
-        let request = Request::from_parts(parts, body);
+    ) -> Result<(Response<()>, Lease), SendError> {
+        let (head, body) = request.into_parts();
+        let body = (!body.is_end_stream()).then(|| UploadBody::new(body, max_body));
+        // Without a body the request is whole in its head, which can be sent
+        // again; with one, what the backend consumed is gone.
+        let resendable = body.is_none() && is_idempotent(&head.method);
         let (conn, reused) = match self.checkout().await {
             Some(conn) => (conn, true),
             // Connecting is the rare path: boxing it keeps the future that
             // every request builds and moves small.
             None => (Box::pin(self.connect()).await?, false),
         };
-        match Lease::new(conn, self.clone())
-            .send(request, &upload, response_timeout)
-            .await
-        {
-            Ok(exchange) => Ok(exchange),
-            // The pooled connection closed before the request was written:
-            // nothing reached the backend, so a fresh connection may try.
-            Err(RetryableOr::Retry(unsent)) if reused => {
-                Box::pin(self.send_on_new_connection(unsent, &upload, response_timeout)).await
+        let mut lease = Lease::new(conn, self.clone());
+        match lease.exchange(&head, body, response_timeout).await {
+            Ok(response) => {
+                lease.recycle(head.headers);
+                Ok((response, lease))
             }
-            Err(RetryableOr::Retry(_)) => Err(SendError::ClosedBeforeSend),
-            Err(RetryableOr::Failed(err)) => Err(err),
+            // A pooled connection the backend closed as it was taken (its
+            // idle timeout racing ours): no response came, so a fresh
+            // connection may try once.
+            Err(SendError::Http(ClientError::Closed | ClientError::Io(_)))
+                if reused && resendable && !lease.answered() =>
+            {
+                let mut lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
+                let response = lease.exchange(&head, None, response_timeout).await?;
+                lease.recycle(head.headers);
+                Ok((response, lease))
+            }
+            Err(err) => Err(err),
         }
     }
 
-    async fn send_on_new_connection(
-        self: &Arc<Self>,
-        request: Request<UploadBody>,
-        upload: &UploadProgress,
-        response_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let conn = self.connect().await?;
-        match Lease::new(conn, self.clone())
-            .send(request, upload, response_timeout)
-            .await
-        {
-            Ok(exchange) => Ok(exchange),
-            Err(RetryableOr::Retry(_)) => Err(SendError::ClosedBeforeSend),
-            Err(RetryableOr::Failed(err)) => Err(err),
-        }
-    }
-
-    /// The most recently used idle connection that is still open and ready.
+    /// The most recently used idle connection that is still open.
     async fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let mut conn = {
@@ -188,18 +161,9 @@ impl Pool {
                 }
                 top.conn
             };
-            // Poll once, never wait: let the connection notice a close from
-            // the backend and settle its previous exchange, then ask whether
-            // it takes a request now. One that is still busy (say, writing a
-            // request body the backend answered early) is closed, not waited for.
-            let ready = poll_fn(|cx| {
-                Poll::Ready(match Pin::new(&mut conn.driver).poll(cx) {
-                    Poll::Ready(_) => false,
-                    Poll::Pending => matches!(conn.sender.poll_ready(cx), Poll::Ready(Ok(()))),
-                })
-            })
-            .await;
-            if ready {
+            // Poll once, never wait: a backend that closed the connection
+            // (or sent something unasked) makes it unusable.
+            if poll_fn(|cx| Poll::Ready(conn.poll_idle(cx))).await {
                 return Some(conn);
             }
         }
@@ -228,18 +192,10 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Box<Conn>, SendError> {
-        let stream = self.open().await?;
-        let (sender, driver) = http1::Builder::new()
-            .max_buf_size(READ_BUFFER)
-            .handshake(TokioIo::new(stream))
-            .await?;
-        Ok(Box::new(Conn { sender, driver }))
+        Ok(Box::new(Conn::new(self.open().await?)))
     }
 
     fn put(&self, conn: Box<Conn>) {
-        if conn.sender.is_closed() {
-            return;
-        }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // Connections at the front have waited longest; close those past the
@@ -257,11 +213,22 @@ impl Pool {
     }
 }
 
-/// A connection checked out for one exchange.
+/// Methods whose request may be sent twice with the effect of once
+/// (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// A connection checked out for one exchange; as the response body, it
+/// streams what the backend sends.
 pub struct Lease {
-    // Boxed: a hyper connection with its buffers is about a kilobyte, and a
-    // lease moves several times per request (pool, response, body); a box
-    // moves as one pointer and is allocated once per connection, not per request.
+    // Boxed: a connection with its buffers and exchange state is a few
+    // hundred bytes, and a lease moves several times per request (pool,
+    // response, body); a box moves as one pointer and is allocated once per
+    // connection, not per request.
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
 }
@@ -275,43 +242,45 @@ impl std::fmt::Debug for Lease {
     }
 }
 
-// The request travels by value either way; boxing it would cost an
-// allocation on every request to shrink a value that lives for one return.
-#[allow(clippy::large_enum_variant)]
-enum RetryableOr {
-    Retry(Request<UploadBody>),
-    Failed(SendError),
-}
-
 impl Lease {
     fn new(conn: Box<Conn>, pool: Arc<Pool>) -> Self {
         Self { conn: Some(conn), pool }
     }
 
-    /// Writes `request` and reads the response head, polling the connection
-    /// in this task. The response timeout runs from when `upload` is done
-    /// (at once for a request without a body).
-    async fn send(
-        mut self,
-        request: Request<UploadBody>,
-        upload: &UploadProgress,
+    /// Hands the sent request's header map to the connection, whose next
+    /// response reuses its storage.
+    fn recycle(&mut self, headers: http::HeaderMap) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.recycle(headers);
+        }
+    }
+
+    fn answered(&self) -> bool {
+        self.conn.as_ref().is_some_and(|conn| conn.answered())
+    }
+
+    /// Sends the request and reads the response head. The response timeout
+    /// runs from when the request body has been sent (at once for a request
+    /// without one): it measures the backend, not the client's upload.
+    async fn exchange(
+        &mut self,
+        head: &http::request::Parts,
+        body: Option<UploadBody>,
         response_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Lease), RetryableOr> {
+    ) -> Result<Response<()>, SendError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(RetryableOr::Retry(request));
+            return Err(SendError::Http(ClientError::Closed));
         };
-        let response = conn.sender.try_send_request(request);
-        tokio::pin!(response);
+        let mut timing = body.is_none();
+        conn.start(head, body)?;
         let timer = tokio::time::sleep(response_timeout);
         tokio::pin!(timer);
-        let mut timing = upload.is_done();
         let result = poll_fn(|cx| {
-            self.drive(cx);
-            if let Poll::Ready(result) = response.as_mut().poll(cx) {
+            if let Poll::Ready(result) = conn.poll_head(cx) {
                 return Poll::Ready(Some(result));
             }
-            if !timing && upload.is_done() {
-                timer.as_mut().reset(tokio::time::Instant::now() + response_timeout);
+            if !timing && conn.request_sent() {
+                timer.as_mut().reset(Instant::now() + response_timeout);
                 timing = true;
             }
             if timing && timer.as_mut().poll(cx).is_ready() {
@@ -321,42 +290,59 @@ impl Lease {
         })
         .await;
         match result {
-            Some(Ok(response)) => Ok((response, self)),
-            Some(Err(mut err)) => match err.take_message() {
-                Some(request) => Err(RetryableOr::Retry(request)),
-                None => Err(RetryableOr::Failed(SendError::Http(err.into_error()))),
-            },
-            None => Err(RetryableOr::Failed(SendError::ResponseTimeout(response_timeout))),
+            Some(Ok(response)) => {
+                if conn.body_ended() {
+                    // Nothing to stream (HEAD, 204, empty body): the body
+                    // may never be polled, so hand the connection back now.
+                    self.release();
+                }
+                Ok(response)
+            }
+            Some(Err(err)) => Err(SendError::Http(err)),
+            None => Err(SendError::ResponseTimeout(response_timeout)),
         }
     }
 
-    /// Polls the connection so it makes progress (reads the response body,
-    /// writes the request body). Call before polling the response body.
-    pub(super) fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = self.conn.as_mut() {
-            if let Poll::Ready(result) = Pin::new(&mut conn.driver).poll(cx) {
-                if let Err(err) = result {
-                    tracing::debug!(backend = %self.pool.addr, cause = %err, "upstream connection failed");
-                }
-                self.conn = None;
+    /// Returns the connection to the pool if its exchange completed cleanly;
+    /// closes it otherwise.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if conn.reusable() {
+                self.pool.put(conn);
             }
         }
     }
+}
 
-    /// The exchange completed: the connection may serve the next request.
-    /// The response has ended. The connection goes back to the pool only if
-    /// one poll shows it idle and ready for the next request: a backend may
-    /// answer early (401, 413) while the request body is still being written,
-    /// and such a connection must be closed, not parked half-way through a
-    /// request where nothing would drive it.
-    pub(super) fn release(&mut self, cx: &mut Context<'_>) {
-        let Some(mut conn) = self.conn.take() else { return };
-        if Pin::new(&mut conn.driver).poll(cx).is_ready() {
-            return;
+impl Body for Lease {
+    type Data = Bytes;
+    type Error = ClientError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = conn.poll_body(cx);
+        match &frame {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if conn.body_ended() => self.release(),
+            Poll::Ready(Some(Err(err))) => {
+                tracing::debug!(backend = %self.pool.addr, cause = %err, "upstream connection failed");
+                self.conn = None;
+            }
+            _ => {}
         }
-        if let Poll::Ready(Ok(())) = conn.sender.poll_ready(cx) {
-            self.pool.put(conn);
-        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.as_ref().is_none_or(|conn| conn.body_ended())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.conn
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |conn| conn.body_size_hint())
     }
 }
 
@@ -368,7 +354,7 @@ mod tests {
     fn a_lease_is_small_enough_to_move_cheaply() {
         // The reason `Conn` is boxed; see `Lease`.
         assert!(
-            std::mem::size_of::<Conn>() > 256,
+            std::mem::size_of::<Conn>() > 128,
             "Conn is {} bytes",
             std::mem::size_of::<Conn>()
         );

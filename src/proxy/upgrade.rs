@@ -65,7 +65,7 @@ pub(super) async fn tunnel(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
-        return Ok(Response::from_parts(parts, ProxyBody::upstream(body, None, None, sent)));
+        return Ok(Response::from_parts(parts, ProxyBody::incoming(body, sent)));
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);

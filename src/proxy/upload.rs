@@ -1,17 +1,10 @@
-//! The request body on its way upstream, whether it has all been sent, and
-//! the route's body-size limit.
-//!
-//! The backend's response-header timeout should measure the backend, not the
-//! client's upload: its clock starts once the request body has been passed
-//! on in full. Bodiless requests (most) carry no tracking at all.
+//! The request body on its way upstream, and the route's body-size limit.
 //!
 //! A body over the route's `max_body_bytes` ends in a [`TooLarge`] error as
 //! soon as the frame that crosses the limit arrives; that frame is not
 //! forwarded, so the backend never receives a complete over-limit request.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -22,7 +15,6 @@ use hyper::body::Incoming;
 #[derive(Debug)]
 pub struct UploadBody {
     body: Incoming,
-    sent: Option<Arc<AtomicBool>>,
     /// Bytes the body may still carry, when the route limits it.
     allowance: Option<u64>,
     /// The route's limit, for the error.
@@ -40,38 +32,13 @@ pub struct TooLarge {
 /// Why a request body stopped.
 pub type UploadError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Tells whether an [`UploadBody`] has been sent in full.
-#[derive(Debug, Clone, Default)]
-pub struct UploadProgress {
-    sent: Option<Arc<AtomicBool>>,
-}
-
-impl UploadProgress {
-    /// True once the whole body has been handed to the backend connection.
-    pub fn is_done(&self) -> bool {
-        self.sent.as_ref().is_none_or(|sent| sent.load(Ordering::Acquire))
-    }
-}
-
 impl UploadBody {
-    /// Wraps `body`, allowing at most `limit` bytes; a body that is already
-    /// complete gets no tracking.
-    pub fn new(body: Incoming, limit: Option<u64>) -> (Self, UploadProgress) {
-        let sent = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        (
-            Self {
-                body,
-                sent: sent.clone(),
-                allowance: limit,
-                limit: limit.unwrap_or(u64::MAX),
-            },
-            UploadProgress { sent },
-        )
-    }
-
-    fn mark_sent(&self) {
-        if let Some(sent) = &self.sent {
-            sent.store(true, Ordering::Release);
+    /// Wraps `body`, limited to `limit` bytes when the route sets one.
+    pub fn new(body: Incoming, limit: Option<u64>) -> Self {
+        Self {
+            body,
+            allowance: limit,
+            limit: limit.unwrap_or(u64::MAX),
         }
     }
 }
@@ -82,21 +49,14 @@ impl Body for UploadBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UploadError>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) => self.mark_sent(),
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(allowance), Some(data)) = (self.allowance, frame.data_ref()) {
-                    let size = data.len() as u64;
-                    if size > allowance {
-                        return Poll::Ready(Some(Err(Box::new(TooLarge { limit: self.limit }))));
-                    }
-                    self.allowance = Some(allowance - size);
+        if let Poll::Ready(Some(Ok(frame))) = &frame {
+            if let (Some(allowance), Some(data)) = (self.allowance, frame.data_ref()) {
+                let size = data.len() as u64;
+                if size > allowance {
+                    return Poll::Ready(Some(Err(Box::new(TooLarge { limit: self.limit }))));
                 }
-                if self.body.is_end_stream() {
-                    self.mark_sent();
-                }
+                self.allowance = Some(allowance - size);
             }
-            _ => {}
         }
         frame.map_err(Into::into)
     }

@@ -2,8 +2,8 @@
 //! pool of keep-alive connections.
 //!
 //! Owns connections to backends. Knows nothing of routes or client
-//! connections; hands back hyper responses whose bodies are still streaming,
-//! with the [`Lease`] that keeps their connection moving.
+//! connections; hands back response heads with the [`Lease`] that streams
+//! their bodies and keeps their connection moving.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl Backend {
         request: Request<Incoming>,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<()>, Lease), SendError> {
         self.pool.send(request, response_timeout, max_body).await
     }
 }

@@ -57,6 +57,7 @@ macro_rules! conformance {
 }
 
 // Declared after the macro so that they see it.
+mod backend_responses;
 mod errors;
 mod forwarding;
 mod headers;

@@ -1,0 +1,189 @@
+//! Writing a request: its head, then its body framed by `Content-Length` or
+//! chunked (RFC 9112 sections 6 and 7.1).
+
+use std::io::Write;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::request;
+use http_body::Body;
+
+use super::{ClientError, Outgoing};
+use crate::proxy::upload::UploadBody;
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes, as the client declared them.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, added by the proxy: the length is not
+    /// known (a chunked or HTTP/2 client body without `Content-Length`).
+    Chunked,
+}
+
+/// The framing for a request whose headers are `headers` (hop-by-hop ones
+/// already removed, so no `Transfer-Encoding`).
+pub(super) fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, ClientError> {
+    if !headers.contains_key(CONTENT_LENGTH) {
+        return Ok(if has_body { Framing::Chunked } else { Framing::Empty });
+    }
+    // The server side validated it; this only reads it back.
+    let length = super::response::content_length(headers)
+        .ok_or(ClientError::InvalidRequest("Content-Length is not a number"))?;
+    if length > 0 && !has_body {
+        return Err(ClientError::InvalidRequest("Content-Length without a body"));
+    }
+    Ok(Framing::Length(length))
+}
+
+/// Serializes the request line and headers into `out`. The target is the
+/// URI as the proxy rewrote it (origin form).
+pub(super) fn encode_head(out: &mut Vec<u8>, head: &request::Parts, framing: Framing) {
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request body on its way to the backend.
+pub(super) struct BodyWriter {
+    body: UploadBody,
+    /// For `Framing::Length`: the bytes still to come.
+    remaining: u64,
+    chunked: bool,
+}
+
+impl BodyWriter {
+    pub(super) fn new(body: UploadBody, framing: Framing) -> Self {
+        BodyWriter {
+            body,
+            remaining: match framing {
+                Framing::Length(length) => length,
+                Framing::Empty | Framing::Chunked => 0,
+            },
+            chunked: framing == Framing::Chunked,
+        }
+    }
+
+    /// Queues the body's next frame in `out`, framed; `Ok(true)` once the
+    /// body's end has been queued.
+    pub(super) fn poll_encode(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<Result<bool, ClientError>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx)).transpose();
+        let frame = frame.map_err(ClientError::Upload)?;
+        Poll::Ready(match frame {
+            None => self.end(out, None),
+            Some(frame) => match frame.into_data() {
+                Ok(data) => self.data(out, data),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => self.end(out, Some(&trailers)),
+                    // A frame kind http-body may add later: nothing to send.
+                    Err(_) => Ok(false),
+                },
+            },
+        })
+    }
+
+    fn data(&mut self, out: &mut Outgoing, data: Bytes) -> Result<bool, ClientError> {
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let size = data.len() as u64;
+        out.clear();
+        if self.chunked {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out.encoded, "{size:x}\r\n");
+            out.suffix = b"\r\n";
+        } else {
+            self.remaining = self
+                .remaining
+                .checked_sub(size)
+                .ok_or(ClientError::InvalidRequest("body longer than its Content-Length"))?;
+        }
+        out.data = data;
+        // A Content-Length body is complete with its last byte: waiting for
+        // the client's body to also report its end could let a quick answer
+        // arrive first and cost the connection its place in the pool.
+        Ok(!self.chunked && self.remaining == 0)
+    }
+
+    /// The body ended, with trailers or without. Trailers go only into a
+    /// chunked body; a `Content-Length` body has nowhere to put them.
+    fn end(&mut self, out: &mut Outgoing, trailers: Option<&HeaderMap>) -> Result<bool, ClientError> {
+        if !self.chunked {
+            if self.remaining > 0 {
+                return Err(ClientError::InvalidRequest("body shorter than its Content-Length"));
+            }
+            return Ok(true);
+        }
+        let encoded = out.begin();
+        encoded.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers.into_iter().flatten() {
+            encoded.extend_from_slice(name.as_str().as_bytes());
+            encoded.extend_from_slice(b": ");
+            encoded.extend_from_slice(value.as_bytes());
+            encoded.extend_from_slice(b"\r\n");
+        }
+        encoded.extend_from_slice(b"\r\n");
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> request::Parts {
+        let mut builder = http::Request::builder().method(method).uri(target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn encodes_the_request_line_and_headers_in_order() {
+        let parts = head("GET", "/a?b=1", &[("host", "example"), ("x-forwarded-for", "10.0.0.1")]);
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, Framing::Empty);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "GET /a?b=1 HTTP/1.1\r\nhost: example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_body_without_length_goes_chunked() {
+        let parts = head("POST", "/", &[("host", "h")]);
+        assert_eq!(framing(&parts.headers, true).expect("framing"), Framing::Chunked);
+        let mut out = Vec::new();
+        encode_head(&mut out, &parts, Framing::Chunked);
+        assert!(String::from_utf8(out)
+            .expect("ascii")
+            .ends_with("host: h\r\ntransfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_declared_length_is_kept() {
+        let parts = head("PUT", "/", &[("content-length", "12")]);
+        assert_eq!(framing(&parts.headers, true).expect("framing"), Framing::Length(12));
+        let repeated = head("PUT", "/", &[("content-length", "12, 12")]);
+        assert_eq!(framing(&repeated.headers, true).expect("framing"), Framing::Length(12));
+        assert_eq!(framing(&HeaderMap::new(), false).expect("framing"), Framing::Empty);
+        assert!(framing(&parts.headers, false).is_err());
+    }
+}

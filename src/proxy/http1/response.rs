@@ -1,0 +1,446 @@
+//! Reading a response: its head with `httparse`, then its body as framed by
+//! RFC 9112 section 6.3, split off the read buffer without copying.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Response, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+
+use super::ClientError;
+use crate::proxy::headers::{for_each_token, has_token};
+
+/// Most header fields in a response head or in trailers (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+
+/// Longest chunk-size line accepted (the size and any chunk extensions).
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// A response head read off the connection.
+pub(super) enum Head {
+    /// A 1xx response other than 101: skipped, the final one follows.
+    Informational,
+    Final {
+        response: Response<()>,
+        body: ResponseBody,
+        /// The backend allows another exchange on the connection.
+        keep_alive: bool,
+    },
+}
+
+/// Parses a response head at the start of `read`, taking it out of the
+/// buffer; `None` while it is incomplete. Header values are slices of the
+/// head's bytes, not copies. The headers go into `spare` when there is one.
+pub(super) fn parse_head(
+    read: &mut BytesMut,
+    head_request: bool,
+    max_head: usize,
+    spare: &mut Option<HeaderMap>,
+) -> Result<Option<Head>, ClientError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let length = match parsed.parse(read) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if read.len() > max_head => {
+            return Err(ClientError::InvalidResponse("head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ClientError::InvalidResponse("too many header fields")),
+        Err(_) => return Err(ClientError::InvalidResponse("malformed head")),
+    };
+    let code = parsed.code.unwrap_or_default();
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Where each name and value lies in the buffer, so they can be cut from
+    // the head once it is frozen into `Bytes`.
+    let base = read.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (name, name + field.name.len(), value, value + field.value.len());
+    }
+    let head = read.split_to(length).freeze();
+
+    if (100..200).contains(&code) && code != 101 {
+        return Ok(Some(Head::Informational));
+    }
+    if code == 101 {
+        return Err(ClientError::InvalidResponse(
+            "101 to a request that asked for no upgrade",
+        ));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| ClientError::InvalidResponse("status code"))?;
+    let mut headers = spare.take().unwrap_or_default();
+    // Room for what the proxy adds (Via) without growing again.
+    headers.reserve(count + 1);
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| ClientError::InvalidResponse("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| ClientError::InvalidResponse("header value"))?;
+        headers.append(name, value);
+    }
+
+    let mut keep_alive = if version == Version::HTTP_11 {
+        !has_token(&headers, &CONNECTION, "close")
+    } else {
+        has_token(&headers, &CONNECTION, "keep-alive")
+    };
+    let body = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        ResponseBody::Length(0)
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        // Section 6.1: with both, Transfer-Encoding wins, the Content-Length
+        // must not be passed on, and the connection must close after this
+        // response; from an HTTP/1.0 backend, the framing is suspect.
+        if headers.remove(CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+        let mut last = None;
+        for_each_token(&headers, &TRANSFER_ENCODING, |token| {
+            last = Some(token.eq_ignore_ascii_case("chunked"))
+        });
+        if last == Some(true) {
+            ResponseBody::Chunked(Chunk::Size)
+        } else {
+            keep_alive = false;
+            ResponseBody::UntilClose
+        }
+    } else if headers.contains_key(CONTENT_LENGTH) {
+        ResponseBody::Length(content_length(&headers).ok_or(ClientError::InvalidResponse("Content-Length"))?)
+    } else {
+        keep_alive = false;
+        ResponseBody::UntilClose
+    };
+
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Some(Head::Final {
+        response,
+        body,
+        keep_alive,
+    }))
+}
+
+/// The one length every `Content-Length` field line states, each a
+/// comma-separated list of decimal numbers; `None` if any item is not one, or
+/// two differ (RFC 9112 section 6.3 item 5: such a message is invalid).
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let value: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
+            match length {
+                Some(seen) if seen != value => return None,
+                _ => length = Some(value),
+            }
+        }
+    }
+    length
+}
+
+/// What remains of a response body.
+pub(super) enum ResponseBody {
+    /// This many bytes.
+    Length(u64),
+    /// Chunked, at this point of a chunk.
+    Chunked(Chunk),
+    /// Everything until the backend closes the connection.
+    UntilClose,
+    /// Read to its end.
+    Done,
+}
+
+/// Where a chunked body's decoding stands.
+pub(super) enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this many bytes to come.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+/// What one decoding step gave.
+pub(super) enum Step {
+    Frame(Frame<Bytes>),
+    /// The body has ended.
+    End,
+    /// More bytes must be read first.
+    More,
+}
+
+impl ResponseBody {
+    pub(super) fn is_end(&self) -> bool {
+        matches!(self, ResponseBody::Done | ResponseBody::Length(0))
+    }
+
+    pub(super) fn ends_at_close(&self) -> bool {
+        matches!(self, ResponseBody::UntilClose)
+    }
+
+    /// The backend closed a body delimited by the close.
+    pub(super) fn close(&mut self) {
+        *self = ResponseBody::Done;
+    }
+
+    pub(super) fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Length(length) => SizeHint::with_exact(*length),
+            ResponseBody::Done => SizeHint::with_exact(0),
+            ResponseBody::Chunked(_) | ResponseBody::UntilClose => SizeHint::default(),
+        }
+    }
+
+    /// How much to read at once: a small body needs no large buffer.
+    pub(super) fn read_hint(&self, small: usize, large: usize) -> usize {
+        match self {
+            ResponseBody::Length(length) => usize::try_from(*length).unwrap_or(large).clamp(small, large),
+            _ => large,
+        }
+    }
+
+    /// Takes the next frame out of `read`.
+    pub(super) fn decode(&mut self, read: &mut BytesMut) -> Result<Step, ClientError> {
+        loop {
+            match self {
+                ResponseBody::Done | ResponseBody::Length(0) => {
+                    *self = ResponseBody::Done;
+                    return Ok(Step::End);
+                }
+                _ if read.is_empty() => return Ok(Step::More),
+                ResponseBody::Length(remaining) => {
+                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(read.len());
+                    *remaining -= take as u64;
+                    return Ok(Step::Frame(Frame::data(read.split_to(take).freeze())));
+                }
+                ResponseBody::UntilClose => return Ok(Step::Frame(Frame::data(read.split().freeze()))),
+                ResponseBody::Chunked(chunk) => match chunk {
+                    Chunk::Size => {
+                        let Some(size) = chunk_size(read)? else {
+                            return Ok(Step::More);
+                        };
+                        *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                    }
+                    Chunk::Data(remaining) => {
+                        let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(read.len());
+                        *remaining -= take as u64;
+                        if *remaining == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Ok(Step::Frame(Frame::data(read.split_to(take).freeze())));
+                    }
+                    Chunk::DataEnd => {
+                        match &read[..] {
+                            [b'\r', b'\n', ..] => read.advance(2),
+                            [b'\n', ..] => read.advance(1),
+                            [b'\r'] => return Ok(Step::More),
+                            _ => return Err(ClientError::InvalidResponse("chunk data not followed by CRLF")),
+                        }
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        let Some(trailers) = trailers(read)? else {
+                            return Ok(Step::More);
+                        };
+                        *self = ResponseBody::Done;
+                        return Ok(if trailers.is_empty() {
+                            Step::End
+                        } else {
+                            Step::Frame(Frame::trailers(trailers))
+                        });
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Parses a chunk-size line (hex size, optional extensions, CRLF) and takes
+/// it out of `read`; `None` while incomplete.
+fn chunk_size(read: &mut BytesMut) -> Result<Option<u64>, ClientError> {
+    let Some(end) = read.iter().position(|&b| b == b'\n') else {
+        if read.len() > MAX_CHUNK_LINE {
+            return Err(ClientError::InvalidResponse("chunk-size line too long"));
+        }
+        return Ok(None);
+    };
+    let line = read[..end].strip_suffix(b"\r").unwrap_or(&read[..end]);
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    // After the size: nothing, or chunk extensions (`;name=value`), which
+    // are ignored, optionally after whitespace.
+    let rest = line[digits..].trim_ascii_start();
+    if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
+        return Err(ClientError::InvalidResponse("chunk size"));
+    }
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| ClientError::InvalidResponse("chunk size"))?;
+    let size = u64::from_str_radix(text, 16).map_err(|_| ClientError::InvalidResponse("chunk size"))?;
+    read.advance(end + 1);
+    Ok(Some(size))
+}
+
+/// Parses the trailer section (possibly empty) and the blank line ending a
+/// chunked body, taking them out of `read`; `None` while incomplete.
+fn trailers(read: &mut BytesMut) -> Result<Option<HeaderMap>, ClientError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(read, &mut fields) {
+        Ok(httparse::Status::Complete((length, fields))) => {
+            let mut trailers = HeaderMap::with_capacity(fields.len());
+            for field in fields {
+                let name = HeaderName::from_bytes(field.name.as_bytes())
+                    .map_err(|_| ClientError::InvalidResponse("trailer name"))?;
+                let value =
+                    HeaderValue::from_bytes(field.value).map_err(|_| ClientError::InvalidResponse("trailer value"))?;
+                trailers.append(name, value);
+            }
+            read.advance(length);
+            Ok(Some(trailers))
+        }
+        Ok(httparse::Status::Partial) if read.len() > super::BODY_CHUNK => {
+            Err(ClientError::InvalidResponse("trailers too large"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(ClientError::InvalidResponse("malformed trailers")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> (Response<()>, ResponseBody, bool, BytesMut) {
+        let mut read = BytesMut::from(text);
+        match parse_head(&mut read, head_request, 64 * 1024, &mut None).expect("valid") {
+            Some(Head::Final {
+                response,
+                body,
+                keep_alive,
+            }) => (response, body, keep_alive, read),
+            _ => panic!("no final head in {text:?}"),
+        }
+    }
+
+    /// Decodes everything in `read`: the data, the trailers, whether it ended.
+    fn decode_all(body: &mut ResponseBody, read: &mut BytesMut) -> (Vec<u8>, Option<HeaderMap>, bool) {
+        let (mut data, mut trailers) = (Vec::new(), None);
+        loop {
+            match body.decode(read).expect("valid body") {
+                Step::Frame(frame) => match frame.into_data() {
+                    Ok(bytes) => data.extend_from_slice(&bytes),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Step::End => return (data, trailers, true),
+                Step::More => return (data, trailers, false),
+            }
+        }
+    }
+
+    #[test]
+    fn a_content_length_body_follows_the_head() {
+        let (response, mut body, keep_alive, mut read) =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello", false);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-a"], "1");
+        assert!(keep_alive);
+        assert_eq!(decode_all(&mut body, &mut read), (b"hello".to_vec(), None, true));
+    }
+
+    #[test]
+    fn informational_responses_are_skipped() {
+        let mut read = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
+        assert!(matches!(
+            parse_head(&mut read, false, 1024, &mut None),
+            Ok(Some(Head::Informational))
+        ));
+        assert!(matches!(
+            parse_head(&mut read, false, 1024, &mut None),
+            Ok(Some(Head::Final { .. }))
+        ));
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_an_oversized_one_fails() {
+        let mut read = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(matches!(parse_head(&mut read, false, 1024, &mut None), Ok(None)));
+        assert!(parse_head(&mut read, false, 8, &mut None).is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_reads_with_trailers() {
+        let (_, mut body, keep_alive, mut read) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+            false,
+        );
+        assert!(keep_alive);
+        assert_eq!(decode_all(&mut body, &mut read), (b"hel".to_vec(), None, false));
+        read.extend_from_slice(b"lo\r\n0\r\nx-sum: 1");
+        assert_eq!(decode_all(&mut body, &mut read), (b"lo".to_vec(), None, false));
+        read.extend_from_slice(b"23\r\n\r\n");
+        let (data, trailers, ended) = decode_all(&mut body, &mut read);
+        assert!(data.is_empty() && ended);
+        assert_eq!(trailers.expect("trailers")["x-sum"], "123");
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn bodiless_responses_have_no_body_whatever_they_declare() {
+        let (_, body, _, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", true);
+        assert!(body.is_end());
+        let (_, body, _, _) = head("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", false);
+        assert!(body.is_end());
+    }
+
+    #[test]
+    fn framing_that_cannot_be_trusted_closes_or_fails() {
+        let (_, body, keep_alive, _) = head("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert!(body.ends_at_close() && !keep_alive);
+        let (_, body, keep_alive, _) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        );
+        assert!(matches!(body, ResponseBody::Chunked(_)) && !keep_alive);
+        let (_, _, keep_alive, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert!(!keep_alive);
+        let (_, _, keep_alive, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!keep_alive);
+        for bad in [
+            "Content-Length: 3\r\nContent-Length: 4",
+            "Content-Length: +3",
+            "Content-Length: 3, 4",
+            "Content-Length: 3,",
+        ] {
+            let mut read = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\n").as_str());
+            assert!(parse_head(&mut read, false, 1024, &mut None).is_err(), "{bad}");
+        }
+        let mut read = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\x80\r\n\r\n"[..]);
+        assert!(
+            parse_head(&mut read, false, 1024, &mut None).is_err(),
+            "a value that is not text"
+        );
+        let (_, body, _, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false);
+        assert!(matches!(body, ResponseBody::Length(3)));
+    }
+
+    #[test]
+    fn malformed_chunk_sizes_fail() {
+        for bad in ["zz\r\n", "12345678901234567\r\n", "\r\n", "+5\r\n", "5 junk\r\n"] {
+            let mut body = ResponseBody::Chunked(Chunk::Size);
+            assert!(body.decode(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
