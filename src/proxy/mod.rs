@@ -225,7 +225,9 @@ impl Shared {
         request: Request<Incoming>,
         route_slot: &mut Option<usize>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let started = Instant::now();
+        // The whole-request deadline, when one is configured (the clock is
+        // read only then).
+        let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
         let (mut parts, body) = request.into_parts();
 
         // RFC 9112 section 3.2: an HTTP/1.1 request must carry exactly one Host.
@@ -275,9 +277,8 @@ impl Shared {
         parts.version = Version::HTTP_11;
         let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
 
-        let deadline = self.timeouts.request.map(|limit| started + limit);
-        let header_timeout = match deadline {
-            Some(deadline) => self.timeouts.upstream_response_header.min(deadline - started),
+        let header_timeout = match self.timeouts.request {
+            Some(limit) => self.timeouts.upstream_response_header.min(limit),
             None => self.timeouts.upstream_response_header,
         };
 

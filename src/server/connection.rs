@@ -163,6 +163,8 @@ where
             &activity,
             on,
             FirstRequest::NotAwaited,
+            // hyper's HTTP/2 server bounds each stream's headers itself.
+            None,
         ))
         .await;
     } else {
@@ -173,6 +175,7 @@ where
             &activity,
             on,
             FirstRequest::Awaited,
+            Some(on.settings.header_timeout),
         )
         .await;
     }
@@ -196,17 +199,31 @@ enum FirstRequest {
 /// Runs `connection` until it ends, shutting it down gracefully when its
 /// listener stops (shutdown, or removed by a reload) or once it has been
 /// idle for the idle timeout.
+///
+/// For HTTP/1.1, `header_timeout` bounds the time from the connection's
+/// start, or the end of its last response, until the next request's head has
+/// been read: until then no request is in flight. A connection over it (or
+/// over the idle timeout, if shorter) is closed at once, as hyper's own
+/// header timeout would (a graceful shutdown would wait for a head that is
+/// still arriving). This is the request-header timeout (slowloris defence),
+/// kept here rather than in hyper, whose timer costs an allocation and a
+/// timer registration for every request. Only a complete head counts, so a
+/// client trickling a head byte by byte gains nothing.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: fn(Pin<&mut C>),
     activity: &Activity,
     on: Connection<'_>,
     first_request: FirstRequest,
+    header_timeout: Option<Duration>,
 ) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     tokio::pin!(connection);
+    // One timer serves both limits: with nothing in flight, the shorter ends
+    // the connection.
+    let quiet = header_timeout.map_or(on.settings.idle_timeout, |limit| limit.min(on.settings.idle_timeout));
     let mut closing = false;
     // Set when shutdown came before the first request: close once it starts,
     // or at this deadline.
@@ -237,7 +254,11 @@ async fn drive<C, E>(
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }
-            () = activity.idle_for(on.settings.idle_timeout), if !closing => {
+            () = activity.idle_for(quiet), if header_timeout.is_some() || !closing => {
+                if header_timeout.is_some() {
+                    tracing::debug!("no request head within the header or idle timeout");
+                    return;
+                }
                 tracing::debug!("idle timeout");
                 graceful_shutdown(connection.as_mut());
                 closing = true;

@@ -210,10 +210,12 @@ fn settings(config: &Config) -> connection::Settings {
 fn http1_builder(config: &Config) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        // Without a timer hyper silently ignores header_read_timeout, and a
-        // client sending one byte at a time would hold a connection forever.
+        // The request-header timeout is enforced by `connection::drive`,
+        // from the connection's activity, not by hyper: hyper's allocates
+        // and registers a new timer for every request. Unset here, hyper
+        // would default it to 30 s once it has a timer.
         .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.request_header)
+        .header_read_timeout(None)
         // Over either limit: 431.
         .max_header_size(config.limits.max_header_bytes.get())
         .max_headers(config.limits.max_headers.get())

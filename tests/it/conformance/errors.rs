@@ -187,18 +187,33 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off(kind: Kind) {
         kind,
         &config(&[upstream.addr], "[timeouts]\nrequest_header = \"300ms\"\n"),
     );
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
-        .await
-        .expect("write");
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    // A slowloris client: the head never ends, but a byte arrives every
+    // 50 ms, for up to 10 s, so a timer reset by reads would never fire.
+    let trickle = tokio::spawn(async move {
+        if writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
     let mut rest = Vec::new();
     // The proxy, not this 10 s guard, must end the exchange.
     let read = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest),
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut rest),
     )
     .await;
+    trickle.abort();
     assert!(read.is_ok(), "the connection was still open after 10 s");
     assert!(upstream.seen().is_empty());
 }
