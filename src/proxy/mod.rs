@@ -2,9 +2,11 @@
 //!
 //! [`Proxy`] holds what every connection shares (routes, upstream clusters
 //! and their pools, timeouts), swapped whole when the config is reloaded;
-//! [`ProxyService`] is its per-connection tower `Service`. Bodies pass through as hyper's `Incoming` streams in both
-//! directions; this module never collects a body. Every failure is a
-//! [`ProxyError`], turned into a response in `error.rs` alone.
+//! [`ProxyService`] is its per-connection tower `Service`. Bodies stream
+//! through frame by frame in both directions: the client's as hyper's
+//! `Incoming`, the backend's as `Bytes` cut from the read buffer of
+//! `http1`'s connection; this module never collects a body. Every failure is
+//! a [`ProxyError`], turned into a response in `error.rs` alone.
 
 mod body;
 mod error;

@@ -106,6 +106,30 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<St
     Some(head.lines().next().unwrap_or_default().to_owned())
 }
 
+/// A proxy in front of a backend that answers one request with `reply` and
+/// closes the connection.
+async fn behind_one_reply(kind: Kind, reply: &'static str) -> (Scripted, Proxy) {
+    let backend = Scripted::start(vec![vec![Step::Reply(reply)]]).await;
+    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    (backend, proxy)
+}
+
+/// A backend that answers a first request on a keep-alive connection and
+/// closes that connection when the second request arrives on it; a second
+/// connection answers once.
+async fn closes_a_pooled_connection_under_the_second_request(kind: Kind) -> (Scripted, Proxy) {
+    let backend = Scripted::start(vec![
+        vec![
+            Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"),
+            Step::HangUp,
+        ],
+        vec![Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")],
+    ])
+    .await;
+    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    (backend, proxy)
+}
+
 async fn get(proxy: &Proxy, path: &str) -> (StatusCode, String) {
     let response = h1_client()
         .get(proxy.url(path).parse().expect("uri"))
@@ -119,26 +143,25 @@ async fn get(proxy: &Proxy, path: &str) -> (StatusCode, String) {
 }
 
 async fn relays_a_body_the_backend_ends_by_closing(kind: Kind) {
-    let backend = Scripted::start(vec![vec![Step::Reply("HTTP/1.1 200 OK\r\n\r\nuntil the end")]]).await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    let (_backend, proxy) = behind_one_reply(kind, "HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
     assert_eq!(get(&proxy, "/").await, (StatusCode::OK, "until the end".to_owned()));
 }
 
 async fn skips_informational_responses_before_the_final_one(kind: Kind) {
-    let backend = Scripted::start(vec![vec![Step::Reply(
+    let (_backend, proxy) = behind_one_reply(
+        kind,
         "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-    )]])
+    )
     .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
     assert_eq!(get(&proxy, "/").await, (StatusCode::OK, "ok".to_owned()));
 }
 
 async fn conflicting_content_lengths_from_the_backend_are_502(kind: Kind) {
-    let backend = Scripted::start(vec![vec![Step::Reply(
+    let (_backend, proxy) = behind_one_reply(
+        kind,
         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
-    )]])
+    )
     .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
     assert_eq!(get(&proxy, "/").await.0, StatusCode::BAD_GATEWAY);
 }
 
@@ -146,20 +169,16 @@ async fn a_chunked_response_with_a_stale_content_length_arrives_whole(kind: Kind
     // RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length, and
     // the proxy must not pass the Content-Length on, or the client would
     // read 3 bytes of the 10 as the whole body.
-    let backend = Scripted::start(vec![vec![Step::Reply(
+    let (_backend, proxy) = behind_one_reply(
+        kind,
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
-    )]])
+    )
     .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
     assert_eq!(get(&proxy, "/").await, (StatusCode::OK, "0123456789".to_owned()));
 }
 
 async fn a_backend_that_dies_mid_body_cuts_the_response_short(kind: Kind) {
-    let backend = Scripted::start(vec![vec![Step::Reply(
-        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-    )]])
-    .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    let (_backend, proxy) = behind_one_reply(kind, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").await;
     // Cut before or after the head reached the client, depending on timing:
     // either way the client must not see a complete response.
     if let Ok(response) = h1_client().get(proxy.url("/").parse().expect("uri")).await {
@@ -172,15 +191,7 @@ async fn a_backend_that_dies_mid_body_cuts_the_response_short(kind: Kind) {
 }
 
 async fn retries_a_get_once_when_a_pooled_connection_closes_under_it(kind: Kind) {
-    let backend = Scripted::start(vec![
-        vec![
-            Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"),
-            Step::HangUp,
-        ],
-        vec![Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")],
-    ])
-    .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    let (backend, proxy) = closes_a_pooled_connection_under_the_second_request(kind).await;
     assert_eq!(get(&proxy, "/first").await, (StatusCode::OK, "one".to_owned()));
     assert_eq!(get(&proxy, "/second").await, (StatusCode::OK, "two".to_owned()));
     let lines: Vec<(usize, String)> = backend.requests();
@@ -195,15 +206,7 @@ async fn retries_a_get_once_when_a_pooled_connection_closes_under_it(kind: Kind)
 }
 
 async fn does_not_resend_a_post_when_a_pooled_connection_closes_under_it(kind: Kind) {
-    let backend = Scripted::start(vec![
-        vec![
-            Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"),
-            Step::HangUp,
-        ],
-        vec![Step::Reply("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo")],
-    ])
-    .await;
-    let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+    let (backend, proxy) = closes_a_pooled_connection_under_the_second_request(kind).await;
     let client = h1_client();
     let response = client
         .request(Request::get(proxy.url("/first")).body(empty()).expect("request"))
