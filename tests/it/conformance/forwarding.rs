@@ -150,6 +150,28 @@ async fn serves_cleartext_http2_and_forwards_as_http11_with_host(kind: Kind) {
     assert_eq!(seen.headers["via"], proxy.via("2"));
 }
 
+async fn streams_an_http2_upload_of_unknown_length_to_the_backend_chunked(kind: Kind) {
+    let upstream = Upstream::start().await;
+    let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
+    // Three DATA frames and no content-length: the HTTP/1.1 hop must frame
+    // the body itself.
+    let frames =
+        ["first ", "second ", "third"].map(|part| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(part))));
+    let body = StreamBody::new(futures_util::stream::iter(frames))
+        .map_err(|never| match never {})
+        .boxed();
+    let response = h2_client()
+        .request(Request::post(proxy.url("/echo")).body(body).expect("request"))
+        .await
+        .expect("h2c POST");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_bytes(response.into_body()).await, "first second third");
+    let seen = upstream.last();
+    assert_eq!(seen.version, Version::HTTP_11);
+    assert_eq!(seen.headers["transfer-encoding"], "chunked");
+    assert!(seen.headers.get("content-length").is_none());
+}
+
 async fn http10_request_without_host_reaches_the_backend_with_one(kind: Kind) {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(kind, &config(&[upstream.addr], ""));
@@ -189,6 +211,7 @@ conformance!(
     relays_request_trailers_to_the_upstream,
     answers_expect_100_continue_before_the_body_is_sent,
     serves_cleartext_http2_and_forwards_as_http11_with_host,
+    streams_an_http2_upload_of_unknown_length_to_the_backend_chunked,
     http10_request_without_host_reaches_the_backend_with_one,
     a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request,
 );
