@@ -128,24 +128,21 @@ impl Pool {
             None => (Box::pin(self.connect()).await?, false),
         };
         let mut lease = Lease::new(conn, self.clone());
-        match lease.exchange(&head, body, response_timeout).await {
-            Ok(response) => {
-                lease.recycle(head.headers);
-                Ok((response, lease))
-            }
+        let response = match lease.exchange(&head, body, response_timeout).await {
+            Ok(response) => response,
             // A pooled connection the backend closed as it was taken (its
             // idle timeout racing ours): no response came, so a fresh
             // connection may try once.
             Err(SendError::Http(ClientError::Closed | ClientError::Io(_)))
                 if reused && resendable && !lease.answered() =>
             {
-                let mut lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
-                let response = lease.exchange(&head, None, response_timeout).await?;
-                lease.recycle(head.headers);
-                Ok((response, lease))
+                lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
+                lease.exchange(&head, None, response_timeout).await?
             }
-            Err(err) => Err(err),
-        }
+            Err(err) => return Err(err),
+        };
+        lease.recycle(head.headers);
+        Ok((response, lease))
     }
 
     /// The most recently used idle connection that is still open.

@@ -194,13 +194,12 @@ impl Conn {
                 Step::End => return Poll::Ready(None),
                 Step::More => {}
             }
-            let want = body.read_hint(HEAD_CHUNK, BODY_CHUNK);
+            let (want, ends_at_close) = (body.read_hint(HEAD_CHUNK, BODY_CHUNK), body.ends_at_close());
             if ready!(self.poll_fill(cx, want))? == 0 {
-                let body = self.body.as_mut().expect("checked above");
-                if !body.ends_at_close() {
+                if !ends_at_close {
                     return Poll::Ready(Some(Err(ClientError::ClosedEarly)));
                 }
-                body.close();
+                self.body = Some(ResponseBody::Done);
                 self.keep_alive = false;
                 return Poll::Ready(None);
             }

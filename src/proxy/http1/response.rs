@@ -190,11 +190,6 @@ impl ResponseBody {
         matches!(self, ResponseBody::UntilClose)
     }
 
-    /// The backend closed a body delimited by the close.
-    pub(super) fn close(&mut self) {
-        *self = ResponseBody::Done;
-    }
-
     pub(super) fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Length(length) => SizeHint::with_exact(*length),
@@ -220,11 +215,7 @@ impl ResponseBody {
                     return Ok(Step::End);
                 }
                 _ if read.is_empty() => return Ok(Step::More),
-                ResponseBody::Length(remaining) => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(read.len());
-                    *remaining -= take as u64;
-                    return Ok(Step::Frame(Frame::data(read.split_to(take).freeze())));
-                }
+                ResponseBody::Length(remaining) => return Ok(Step::Frame(Frame::data(take(read, remaining)))),
                 ResponseBody::UntilClose => return Ok(Step::Frame(Frame::data(read.split().freeze()))),
                 ResponseBody::Chunked(chunk) => match chunk {
                     Chunk::Size => {
@@ -234,12 +225,11 @@ impl ResponseBody {
                         *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
                     }
                     Chunk::Data(remaining) => {
-                        let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(read.len());
-                        *remaining -= take as u64;
+                        let data = take(read, remaining);
                         if *remaining == 0 {
                             *chunk = Chunk::DataEnd;
                         }
-                        return Ok(Step::Frame(Frame::data(read.split_to(take).freeze())));
+                        return Ok(Step::Frame(Frame::data(data)));
                     }
                     Chunk::DataEnd => {
                         match &read[..] {
@@ -265,6 +255,14 @@ impl ResponseBody {
             }
         }
     }
+}
+
+/// Cuts up to `remaining` bytes off the front of `read`, without copying,
+/// and counts them off `remaining`.
+fn take(read: &mut BytesMut, remaining: &mut u64) -> Bytes {
+    let length = usize::try_from(*remaining).unwrap_or(usize::MAX).min(read.len());
+    *remaining -= length as u64;
+    read.split_to(length).freeze()
 }
 
 /// Parses a chunk-size line (hex size, optional extensions, CRLF) and takes
