@@ -94,6 +94,9 @@ pub(super) struct Conn {
     keep_alive: bool,
     /// A byte of a response arrived for the exchange in progress.
     answered: bool,
+    /// The exchange has yielded once to let the client side send
+    /// `100 Continue` (see `poll_head`).
+    yielded_for_continue: bool,
     /// An emptied header map (the last request's) to parse the next
     /// response head into: its storage is reused, not allocated anew, as
     /// hyper's client does.
@@ -113,6 +116,7 @@ impl Conn {
             head_request: false,
             keep_alive: true,
             answered: false,
+            yielded_for_continue: false,
             spare_headers: None,
         }
     }
@@ -136,6 +140,7 @@ impl Conn {
         self.head_request = head.method == http::Method::HEAD;
         self.keep_alive = true;
         self.answered = false;
+        self.yielded_for_continue = false;
         Ok(())
     }
 
@@ -155,6 +160,16 @@ impl Conn {
     pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<http::Response<()>, ClientError>> {
         loop {
             self.poll_send(cx)?;
+            // A client that sent `Expect: 100-continue` gets its interim
+            // response from hyper's server once this task has asked for the
+            // body, on the connection's next turn. A backend quick enough to
+            // answer within this turn would have its final head written first
+            // and the 100 never sent; yielding once lets hyper send it.
+            if self.upload.is_some() && !self.yielded_for_continue {
+                self.yielded_for_continue = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             while !self.read.is_empty() {
                 match response::parse_head(&mut self.read, self.head_request, BODY_CHUNK, &mut self.spare_headers)? {
                     None => break,
