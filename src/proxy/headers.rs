@@ -21,34 +21,76 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `X-Forwarded-Host`: the host the client asked for.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub(crate) static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that are hop-by-hop whether or not `Connection` names them.
 /// `Trailer` is not among them: it is end-to-end (RFC 9110 section 6.6.2) and
 /// hyper only sends the trailer fields it declares.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ]
+const FIXED_HOP_BY_HOP: [&HeaderName; 8] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &PROXY_AUTHENTICATE,
+    &PROXY_AUTHORIZATION,
+    &TE,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+];
+
+/// Which of the names the rewrites act on a map holds: bit `i` for
+/// `FIXED_HOP_BY_HOP[i]`, then `Expect` and `X-Forwarded-For`. Found in one
+/// pass over the names present (a typical request has few), where asking
+/// the map for each of ten names would hash every one of them.
+#[derive(Clone, Copy)]
+struct Present(u16);
+
+const CONNECTION_BIT: u16 = 1 << 0;
+const TE_BIT: u16 = 1 << 5;
+const EXPECT_BIT: u16 = 1 << 8;
+const FORWARDED_FOR_BIT: u16 = 1 << 9;
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut bits = 0;
+        for name in headers.keys() {
+            // `as_str` of a standard name is a static string: the match
+            // compares lengths first, then a few bytes.
+            bits |= match name.as_str() {
+                "connection" => CONNECTION_BIT,
+                "keep-alive" => 1 << 1,
+                "proxy-connection" => 1 << 2,
+                "proxy-authenticate" => 1 << 3,
+                "proxy-authorization" => 1 << 4,
+                "te" => TE_BIT,
+                "transfer-encoding" => 1 << 6,
+                "upgrade" => 1 << 7,
+                "expect" => EXPECT_BIT,
+                "x-forwarded-for" => FORWARDED_FOR_BIT,
+                _ => 0,
+            };
+        }
+        Present(bits)
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// The comma-separated tokens of one field value; none if it is not ASCII.
+pub(crate) fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 /// Calls `f` with each comma-separated token of every value of `name`.
-pub(crate) fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str)) {
-    for value in headers.get_all(name) {
-        let Ok(text) = value.to_str() else { continue };
-        text.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .for_each(&mut f);
-    }
+fn for_each_token(headers: &HeaderMap, name: &HeaderName, mut f: impl FnMut(&str)) {
+    headers.get_all(name).iter().flat_map(tokens).for_each(&mut f);
 }
 
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -59,31 +101,31 @@ pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> 
 
 /// Removes every hop-by-hop header: those `Connection` names, then the fixed list.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // `Connection` is removed with the fixed list below; first, whatever it names.
-    // Its values are cloned (a reference-count bump each) so the map can be
-    // changed while they are read; removing by `&str` needs no allocation.
-    let mut values = headers.get_all(CONNECTION).iter();
-    match (values.next().cloned(), values.next().is_some()) {
-        (None, _) => {}
-        (Some(only), false) => remove_named(headers, &only),
-        (Some(_), true) => {
-            let all: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
-            for value in &all {
-                remove_named(headers, value);
+    strip_present(headers, Present::scan(headers));
+}
+
+fn strip_present(headers: &mut HeaderMap, present: Present) {
+    if present.has(CONNECTION_BIT) {
+        // `Connection` itself goes with the fixed list below; first, whatever
+        // it names. Its values are cloned (a reference-count bump each) so
+        // the map can be changed while they are read; removing by `&str`
+        // needs no allocation.
+        let mut values = headers.get_all(CONNECTION).iter();
+        match (values.next().cloned(), values.next().is_some()) {
+            (None, _) => {}
+            (Some(only), false) => remove_named(headers, &only),
+            (Some(_), true) => {
+                let all: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+                for value in &all {
+                    remove_named(headers, value);
+                }
             }
         }
     }
-    // One pass over the names present is cheaper than hashing all eight
-    // fixed names into the map, most of which a typical request lacks.
-    let fixed = fixed_hop_by_hop();
-    let mut present = [false; 8];
-    for name in headers.keys() {
-        if let Some(i) = fixed.iter().position(|hop| *hop == name) {
-            present[i] = true;
+    for (bit, name) in FIXED_HOP_BY_HOP.iter().enumerate() {
+        if present.has(1 << bit) {
+            headers.remove(*name);
         }
-    }
-    for (name, _) in fixed.iter().zip(present).filter(|(_, here)| *here) {
-        headers.remove(*name);
     }
 }
 
@@ -127,13 +169,16 @@ pub fn rewrite_request(
     client: &ClientSide,
     upgrade: Option<HeaderValue>,
 ) {
-    let wants_trailers = has_token(headers, &TE, "trailers");
-    strip_hop_by_hop(headers);
+    let present = Present::scan(headers);
+    let wants_trailers = present.has(TE_BIT) && has_token(headers, &TE, "trailers");
+    strip_present(headers, present);
     // Room for the headers added below, so the map grows at most once.
     headers.reserve(4);
     // tailcut answers `Expect: 100-continue` itself (hyper sends the 100 when
     // the body is first read), so the backend must not wait to answer it again.
-    headers.remove(EXPECT);
+    if present.has(EXPECT_BIT) {
+        headers.remove(EXPECT);
+    }
     if wants_trailers {
         // TE is hop-by-hop, but the proxy may ask for trailers on its own hop
         // so that the backend sends them and they can be relayed.
@@ -146,13 +191,21 @@ pub fn rewrite_request(
 
     // RFC 9112 section 3.2.2: when the request target carries an authority
     // (absolute-form, or HTTP/2's :authority), it wins over any Host header.
-    if let Some(host) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-        headers.insert(HOST, host);
-    }
-    if let Some(host) = headers.get(HOST).cloned() {
+    let host = match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        Some(host) => {
+            headers.insert(HOST, host.clone());
+            Some(host)
+        }
+        None => headers.get(HOST).cloned(),
+    };
+    if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host);
     }
-    append_forwarded_for(headers, &client.ip);
+    if present.has(FORWARDED_FOR_BIT) {
+        append_forwarded_for(headers, &client.ip);
+    } else {
+        headers.insert(&X_FORWARDED_FOR, client.ip.clone());
+    }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
     headers.append(VIA, HeaderValue::from_static(via_for(version)));
 }
@@ -179,13 +232,9 @@ fn via_for(version: Version) -> &'static str {
     }
 }
 
-/// Appends the client to `X-Forwarded-For`, folding earlier values (which may
-/// span several header lines) into one comma-separated list.
+/// Appends the client to the `X-Forwarded-For` the request has, folding its
+/// values (which may span several header lines) into one comma-separated list.
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    if !headers.contains_key(&X_FORWARDED_FOR) {
-        headers.insert(&X_FORWARDED_FOR, client_ip.clone());
-        return;
-    }
     let mut chain = Vec::with_capacity(64);
     for value in headers.get_all(&X_FORWARDED_FOR) {
         chain.extend_from_slice(value.as_bytes());
@@ -239,6 +288,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "3");
+    }
+
+    #[test]
+    fn the_scan_finds_each_name_in_any_case() {
+        for (bit, name) in FIXED_HOP_BY_HOP.iter().enumerate() {
+            let upper = name.as_str().to_ascii_uppercase();
+            assert!(Present::scan(&map(&[(&upper, "x")])).has(1 << bit), "{name}");
+        }
+        assert!(Present::scan(&map(&[("Expect", "100-continue")])).has(EXPECT_BIT));
+        assert!(Present::scan(&map(&[("X-Forwarded-For", "1.1.1.1")])).has(FORWARDED_FOR_BIT));
+        assert_eq!(
+            Present::scan(&map(&[("host", "a"), ("trailer", "x"), ("via", "1.1 a")])).0,
+            0
+        );
     }
 
     #[test]

@@ -234,12 +234,13 @@ impl Shared {
 
         // RFC 9112 section 3.2: an HTTP/1.1 request must carry exactly one Host.
         // hyper lets both faults through, so they are checked here.
-        let hosts = parts.headers.get_all(HOST).iter().count();
-        if hosts > 1 || (hosts == 0 && parts.version == Version::HTTP_11) {
+        let mut hosts = parts.headers.get_all(HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() || (host_header.is_none() && parts.version == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("HTTP/1.1 request needs exactly one Host header"));
         }
         // The target's authority, when it has one, wins over Host (RFC 9112 section 3.2.2).
-        let host = match (parts.uri.authority(), parts.headers.get(HOST)) {
+        let host = match (parts.uri.authority(), host_header) {
             (Some(authority), _) => Some(authority.as_str()),
             (None, Some(value)) => Some(
                 value
@@ -248,6 +249,7 @@ impl Shared {
             ),
             (None, None) => None,
         };
+        let has_host = host.is_some();
         let route = self
             .router
             .find(host, parts.uri.path())
@@ -285,7 +287,7 @@ impl Shared {
         };
 
         parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-        if !parts.headers.contains_key(HOST) {
+        if !has_host {
             // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
             parts.headers.insert(HOST, backend.host_header());
         }
@@ -310,7 +312,7 @@ impl Shared {
         let request = Request::from_parts(parts, body);
         let sent = std::time::Instant::now();
         let (response, lease) = backend
-            .send(request, header_timeout, route.max_body_bytes)
+            .send(request, sent, header_timeout, route.max_body_bytes)
             .await
             .map_err(|err| self.classify(route.upstream, backend, err))?;
         let (mut parts, ()) = response.into_parts();

@@ -113,6 +113,7 @@ impl Pool {
     pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<Incoming>,
+        now: Instant,
         response_timeout: Duration,
         max_body: Option<u64>,
     ) -> Result<(Response<()>, Lease), SendError> {
@@ -121,14 +122,14 @@ impl Pool {
         // Without a body the request is whole in its head, which can be sent
         // again; with one, what the backend consumed is gone.
         let resendable = body.is_none() && is_idempotent(&head.method);
-        let (conn, reused) = match self.checkout().await {
+        let (conn, reused) = match self.checkout(now).await {
             Some(conn) => (conn, true),
             // Connecting is the rare path: boxing it keeps the future that
             // every request builds and moves small.
             None => (Box::pin(self.connect()).await?, false),
         };
         let mut lease = Lease::new(conn, self.clone());
-        let response = match lease.exchange(&head, body, response_timeout).await {
+        let response = match lease.exchange(&head, body, now, response_timeout).await {
             Ok(response) => response,
             // A pooled connection the backend closed as it was taken (its
             // idle timeout racing ours): no response came, so a fresh
@@ -137,7 +138,7 @@ impl Pool {
                 if reused && resendable && !lease.answered() =>
             {
                 lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
-                lease.exchange(&head, None, response_timeout).await?
+                lease.exchange(&head, None, Instant::now(), response_timeout).await?
             }
             Err(err) => return Err(err),
         };
@@ -145,13 +146,13 @@ impl Pool {
         Ok((response, lease))
     }
 
-    /// The most recently used idle connection that is still open.
-    async fn checkout(&self) -> Option<Box<Conn>> {
+    /// The most recently used idle connection that is still open at `now`.
+    async fn checkout(&self, now: Instant) -> Option<Box<Conn>> {
         loop {
             let mut conn = {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
                 let top = idle.pop_back()?;
-                if top.since.elapsed() >= self.idle_timeout {
+                if now.saturating_duration_since(top.since) >= self.idle_timeout {
                     // Everything below the top is older still.
                     idle.clear();
                     return None;
@@ -257,12 +258,13 @@ impl Lease {
     }
 
     /// Sends the request and reads the response head. The response timeout
-    /// runs from when the request body has been sent (at once for a request
-    /// without one): it measures the backend, not the client's upload.
+    /// runs from when the request body has been sent (from `now` for a
+    /// request without one): it measures the backend, not the client's upload.
     async fn exchange(
         &mut self,
         head: &http::request::Parts,
         body: Option<UploadBody>,
+        now: Instant,
         response_timeout: Duration,
     ) -> Result<Response<()>, SendError> {
         let Some(conn) = self.conn.as_mut() else {
@@ -270,7 +272,7 @@ impl Lease {
         };
         let mut timing = body.is_none();
         conn.start(head, body)?;
-        let timer = tokio::time::sleep(response_timeout);
+        let timer = tokio::time::sleep_until(now + response_timeout);
         tokio::pin!(timer);
         let result = poll_fn(|cx| {
             if let Poll::Ready(result) = conn.poll_head(cx) {

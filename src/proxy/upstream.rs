@@ -42,13 +42,16 @@ impl Backend {
 
     /// Sends `request` (origin-form URI) on a pooled connection;
     /// `response_timeout` counts from when the request and its body are sent.
+    /// `now` is the time the caller read just before: the pool's idle check
+    /// and the response timer use it instead of reading the clock again.
     pub async fn send(
         &self,
         request: Request<Incoming>,
+        now: std::time::Instant,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
     ) -> Result<(Response<()>, Lease), SendError> {
-        self.pool.send(request, response_timeout, max_body).await
+        self.pool.send(request, now.into(), response_timeout, max_body).await
     }
 }
 

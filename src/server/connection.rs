@@ -230,6 +230,10 @@ async fn drive<C, E>(
     let mut close_after_first: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            // In order, the connection first: it is what wakes this task
+            // nearly every time, and an unbiased select draws a random
+            // starting branch on every poll.
+            biased;
             result = connection.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(cause = %err, "connection ended with error");

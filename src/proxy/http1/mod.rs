@@ -97,10 +97,8 @@ pub(super) struct Conn {
     /// The exchange has yielded once to let the client side send
     /// `100 Continue` (see `poll_head`).
     yielded_for_continue: bool,
-    /// An emptied header map (the last request's) to parse the next
-    /// response head into: its storage is reused, not allocated anew, as
-    /// hyper's client does.
-    spare_headers: Option<http::HeaderMap>,
+    /// Reused by every response head parsed on this connection.
+    scratch: response::Scratch,
 }
 
 impl Conn {
@@ -117,14 +115,14 @@ impl Conn {
             keep_alive: true,
             answered: false,
             yielded_for_continue: false,
-            spare_headers: None,
+            scratch: response::Scratch::default(),
         }
     }
 
     /// Keeps `headers` (a sent request's), emptied, for the next response.
     pub(super) fn recycle(&mut self, mut headers: http::HeaderMap) {
         headers.clear();
-        self.spare_headers = Some(headers);
+        self.scratch.headers = Some(headers);
     }
 
     /// Starts an exchange: serializes the request head (with the body's
@@ -171,7 +169,7 @@ impl Conn {
                 return Poll::Pending;
             }
             while !self.read.is_empty() {
-                match response::parse_head(&mut self.read, self.head_request, BODY_CHUNK, &mut self.spare_headers)? {
+                match response::parse_head(&mut self.read, self.head_request, BODY_CHUNK, &mut self.scratch)? {
                     None => break,
                     Some(Head::Informational) => continue,
                     Some(Head::Final {

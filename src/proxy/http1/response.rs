@@ -1,13 +1,15 @@
 //! Reading a response: its head with `httparse`, then its body as framed by
 //! RFC 9112 section 6.3, split off the read buffer without copying.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
 use super::ClientError;
-use crate::proxy::headers::{for_each_token, has_token};
+use crate::proxy::headers::{tokens, KEEP_ALIVE};
 
 /// Most header fields in a response head or in trailers (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -27,26 +29,44 @@ pub(super) enum Head {
     },
 }
 
+/// Where one header field lies in a response head: name, then value.
+type Span = [usize; 4];
+
+/// What parsing one response head needs besides the bytes, kept on the
+/// connection so that no head pays for it again.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// An emptied header map (the last request's) to parse the next head
+    /// into: its storage is reused, not allocated anew, as hyper's client
+    /// does.
+    pub(super) headers: Option<HeaderMap>,
+    /// Field positions, between parsing and cutting the values out.
+    spans: Vec<Span>,
+}
+
 /// Parses a response head at the start of `read`, taking it out of the
 /// buffer; `None` while it is incomplete. Header values are slices of the
-/// head's bytes, not copies. The headers go into `spare` when there is one.
+/// head's bytes, not copies.
 pub(super) fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
     max_head: usize,
-    spare: &mut Option<HeaderMap>,
+    scratch: &mut Scratch,
 ) -> Result<Option<Head>, ClientError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let length = match parsed.parse(read) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if read.len() > max_head => {
-            return Err(ClientError::InvalidResponse("head too large"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(ClientError::InvalidResponse("too many header fields")),
-        Err(_) => return Err(ClientError::InvalidResponse("malformed head")),
-    };
+    // Uninitialised, unlike `[EMPTY_HEADER; N]`, which would write all
+    // 3 KiB of slots for every head where a handful are used.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let length =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, read, &mut fields) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if read.len() > max_head => {
+                return Err(ClientError::InvalidResponse("head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ClientError::InvalidResponse("too many header fields")),
+            Err(_) => return Err(ClientError::InvalidResponse("malformed head")),
+        };
     let code = parsed.code.unwrap_or_default();
     let version = if parsed.version == Some(0) {
         Version::HTTP_10
@@ -56,13 +76,12 @@ pub(super) fn parse_head(
     // Where each name and value lies in the buffer, so they can be cut from
     // the head once it is frozen into `Bytes`.
     let base = read.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+    scratch.spans.clear();
+    scratch.spans.extend(parsed.headers.iter().map(|field| {
         let name = field.name.as_ptr() as usize - base;
         let value = field.value.as_ptr() as usize - base;
-        *span = (name, name + field.name.len(), value, value + field.value.len());
-    }
+        [name, name + field.name.len(), value, value + field.value.len()]
+    }));
     let head = read.split_to(length).freeze();
 
     if (100..200).contains(&code) && code != 101 {
@@ -74,42 +93,70 @@ pub(super) fn parse_head(
         ));
     }
     let status = StatusCode::from_u16(code).map_err(|_| ClientError::InvalidResponse("status code"))?;
-    let mut headers = spare.take().unwrap_or_default();
+    let mut headers = scratch.headers.take().unwrap_or_default();
     // Room for what the proxy adds (Via) without growing again.
-    headers.reserve(count + 1);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+    headers.reserve(scratch.spans.len() + 1);
+    // The framing fields, noted as they go by: cheaper than asking the map.
+    // The fields that frame the response or describe this connection are
+    // read as they go by. Those that concern only this hop (RFC 9110 section
+    // 7.6.1) stay out of the map: Transfer-Encoding and Keep-Alive always,
+    // Connection when it names no other field (which the response's header
+    // hygiene must then remove).
+    let (mut close, mut keep_alive_token, mut has_content_length) = (false, false, false);
+    // Whether the last transfer coding is chunked; `None` without any.
+    let mut chunked_last = None;
+    for &[name_start, name_end, value_start, value_end] in &scratch.spans {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| ClientError::InvalidResponse("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| ClientError::InvalidResponse("header value"))?;
+        if name == CONNECTION {
+            let mut names_others = false;
+            for token in tokens(&value) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive_token = true;
+                } else {
+                    names_others = true;
+                }
+            }
+            if !names_others {
+                continue;
+            }
+        } else if name == TRANSFER_ENCODING {
+            for token in tokens(&value) {
+                chunked_last = Some(token.eq_ignore_ascii_case("chunked"));
+            }
+            continue;
+        } else if name == KEEP_ALIVE {
+            continue;
+        }
+        has_content_length |= name == CONTENT_LENGTH;
         headers.append(name, value);
     }
 
     let mut keep_alive = if version == Version::HTTP_11 {
-        !has_token(&headers, &CONNECTION, "close")
+        !close
     } else {
-        has_token(&headers, &CONNECTION, "keep-alive")
+        keep_alive_token
     };
     let body = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         ResponseBody::Length(0)
-    } else if headers.contains_key(TRANSFER_ENCODING) {
+    } else if let Some(chunked_last) = chunked_last {
         // Section 6.1: with both, Transfer-Encoding wins, the Content-Length
         // must not be passed on, and the connection must close after this
         // response; from an HTTP/1.0 backend, the framing is suspect.
         if headers.remove(CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
             keep_alive = false;
         }
-        let mut last = None;
-        for_each_token(&headers, &TRANSFER_ENCODING, |token| {
-            last = Some(token.eq_ignore_ascii_case("chunked"))
-        });
-        if last == Some(true) {
+        if chunked_last {
             ResponseBody::Chunked(Chunk::Size)
         } else {
             keep_alive = false;
             ResponseBody::UntilClose
         }
-    } else if headers.contains_key(CONTENT_LENGTH) {
+    } else if has_content_length {
         ResponseBody::Length(content_length(&headers).ok_or(ClientError::InvalidResponse("Content-Length"))?)
     } else {
         keep_alive = false;
@@ -291,6 +338,11 @@ fn chunk_size(read: &mut BytesMut) -> Result<Option<u64>, ClientError> {
 /// Parses the trailer section (possibly empty) and the blank line ending a
 /// chunked body, taking them out of `read`; `None` while incomplete.
 fn trailers(read: &mut BytesMut) -> Result<Option<HeaderMap>, ClientError> {
+    // Most chunked bodies end without trailers: no field slots to set up.
+    if read.starts_with(b"\r\n") {
+        read.advance(2);
+        return Ok(Some(HeaderMap::new()));
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::parse_headers(read, &mut fields) {
         Ok(httparse::Status::Complete((length, fields))) => {
@@ -319,7 +371,7 @@ mod tests {
 
     fn head(text: &str, head_request: bool) -> (Response<()>, ResponseBody, bool, BytesMut) {
         let mut read = BytesMut::from(text);
-        match parse_head(&mut read, head_request, 64 * 1024, &mut None).expect("valid") {
+        match parse_head(&mut read, head_request, 64 * 1024, &mut Scratch::default()).expect("valid") {
             Some(Head::Final {
                 response,
                 body,
@@ -355,14 +407,35 @@ mod tests {
     }
 
     #[test]
+    fn fields_about_this_hop_are_read_and_left_out() {
+        let (response, body, keep_alive, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+             Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+            false,
+        );
+        assert!(matches!(body, ResponseBody::Chunked(_)) && keep_alive);
+        let names: Vec<_> = response.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-a"]);
+
+        // A Connection naming another field stays, for header hygiene to
+        // remove both; its `close` still counts.
+        let (response, _, keep_alive, _) = head(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!keep_alive);
+        assert_eq!(response.headers()[CONNECTION], "close, X-A");
+    }
+
+    #[test]
     fn informational_responses_are_skipped() {
         let mut read = BytesMut::from("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
         assert!(matches!(
-            parse_head(&mut read, false, 1024, &mut None),
+            parse_head(&mut read, false, 1024, &mut Scratch::default()),
             Ok(Some(Head::Informational))
         ));
         assert!(matches!(
-            parse_head(&mut read, false, 1024, &mut None),
+            parse_head(&mut read, false, 1024, &mut Scratch::default()),
             Ok(Some(Head::Final { .. }))
         ));
         assert!(read.is_empty());
@@ -371,8 +444,11 @@ mod tests {
     #[test]
     fn a_partial_head_waits_and_an_oversized_one_fails() {
         let mut read = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(matches!(parse_head(&mut read, false, 1024, &mut None), Ok(None)));
-        assert!(parse_head(&mut read, false, 8, &mut None).is_err());
+        assert!(matches!(
+            parse_head(&mut read, false, 1024, &mut Scratch::default()),
+            Ok(None)
+        ));
+        assert!(parse_head(&mut read, false, 8, &mut Scratch::default()).is_err());
     }
 
     #[test]
@@ -423,11 +499,14 @@ mod tests {
             "Content-Length: 3,",
         ] {
             let mut read = BytesMut::from(format!("HTTP/1.1 200 OK\r\n{bad}\r\n\r\n").as_str());
-            assert!(parse_head(&mut read, false, 1024, &mut None).is_err(), "{bad}");
+            assert!(
+                parse_head(&mut read, false, 1024, &mut Scratch::default()).is_err(),
+                "{bad}"
+            );
         }
         let mut read = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\x80\r\n\r\n"[..]);
         assert!(
-            parse_head(&mut read, false, 1024, &mut None).is_err(),
+            parse_head(&mut read, false, 1024, &mut Scratch::default()).is_err(),
             "a value that is not text"
         );
         let (_, body, _, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false);
