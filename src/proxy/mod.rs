@@ -202,12 +202,18 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         // One reference-count increment, as cloning an `Arc` would be.
         let shared = self.current.load_full();
-        let connection = self.connection.clone();
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
+        let connection = self.connection.clone();
+        let (mut parts, body) = request.into_parts();
+        // Every request boxes this future and moves it a few times, so its
+        // size matters. The request head is captured here, by value, and
+        // lent (`&mut`) below: an `async fn` taking it by value would hold
+        // it twice (the argument, and the local it is moved into) for its
+        // whole life.
         Box::pin(
             async move {
                 let mut route = None;
-                let mut response = match shared.forward(&connection, request, &mut route).await {
+                let mut response = match shared.forward(&connection, &mut parts, body, &mut route).await {
                     Ok(response) => response,
                     Err(err) => err.into_response(),
                 };
@@ -224,16 +230,90 @@ impl Shared {
     async fn forward(
         &self,
         connection: &Connection,
-        request: Request<Incoming>,
+        parts: &mut http::request::Parts,
+        body: Incoming,
         route_slot: &mut Option<usize>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The whole-request deadline, when one is configured (the clock is
         // read only then).
         let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
-        let (mut parts, body) = request.into_parts();
+        let (route, has_host) = self.route(parts)?;
+        *route_slot = Some(route.metrics_slot);
+        if let Some(limit) = route.max_body_bytes {
+            // Known up front: refuse without reading the body or calling the backend.
+            if http_body::Body::size_hint(&body).lower() > limit {
+                return Err(ProxyError::PayloadTooLarge { limit });
+            }
+        }
+        let cluster = &self.clusters[route.upstream];
+        let backend = cluster.pick();
 
-        // RFC 9112 section 3.2: an HTTP/1.1 request must carry exactly one Host.
-        // hyper lets both faults through, so they are checked here.
+        // In a block of its own: a local whose scope spans an `.await`
+        // takes room in the future.
+        let is_upgrade = {
+            let upgrade = match parts.version {
+                Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
+                _ => None,
+            };
+            let is_upgrade = upgrade.is_some();
+            headers::rewrite_request(
+                &mut parts.headers,
+                parts.version,
+                parts.uri.authority(),
+                &connection.client,
+                upgrade,
+            );
+            is_upgrade
+        };
+        parts.version = Version::HTTP_11;
+        let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
+
+        let header_timeout = match self.timeouts.request {
+            Some(limit) => self.timeouts.upstream_response_header.min(limit),
+            None => self.timeouts.upstream_response_header,
+        };
+
+        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+        if !has_host {
+            // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
+            parts.headers.insert(HOST, backend.host_header());
+        }
+
+        if is_upgrade {
+            if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
+                // The rare path takes the head for itself, leaving an empty one.
+                let head = std::mem::replace(parts, Request::new(()).into_parts().0);
+                let request = Request::from_parts(head, body);
+                // Upgrades are rare: boxed, their state does not enlarge every request's future.
+                return Box::pin(upgrade::tunnel(
+                    cluster,
+                    backend,
+                    request,
+                    client_side,
+                    &connection.tunnels,
+                    self.timeouts.connect,
+                    header_timeout,
+                ))
+                .await;
+            }
+        }
+
+        let sent = std::time::Instant::now();
+        let (response, lease) = backend
+            .send(parts, body, sent, header_timeout, route.max_body_bytes)
+            .await
+            .map_err(|err| self.classify(route.upstream, backend, err))?;
+        let (mut parts, ()) = response.into_parts();
+        headers::rewrite_response(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, ProxyBody::upstream(lease, deadline, sent)))
+    }
+
+    /// The route for a request, and whether it names its host (in `Host`
+    /// or in its target); a 400 if its `Host` fields are not as RFC 9112
+    /// section 3.2 asks, a 404 if no route matches.
+    fn route(&self, parts: &http::request::Parts) -> Result<(&route::Route, bool), ProxyError> {
+        // An HTTP/1.1 request must carry exactly one Host. hyper lets both
+        // faults through, so they are checked here.
         let mut hosts = parts.headers.get_all(HOST).iter();
         let host_header = hosts.next();
         if hosts.next().is_some() || (host_header.is_none() && parts.version == Version::HTTP_11) {
@@ -249,7 +329,6 @@ impl Shared {
             ),
             (None, None) => None,
         };
-        let has_host = host.is_some();
         let route = self
             .router
             .find(host, parts.uri.path())
@@ -257,67 +336,7 @@ impl Shared {
                 host: host.map(str::to_owned),
                 path: parts.uri.path().to_owned(),
             })?;
-        *route_slot = Some(route.metrics_slot);
-        if let Some(limit) = route.max_body_bytes {
-            // Known up front: refuse without reading the body or calling the backend.
-            if http_body::Body::size_hint(&body).lower() > limit {
-                return Err(ProxyError::PayloadTooLarge { limit });
-            }
-        }
-        let cluster = &self.clusters[route.upstream];
-        let backend = cluster.pick();
-
-        let upgrade = match parts.version {
-            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
-            _ => None,
-        };
-        headers::rewrite_request(
-            &mut parts.headers,
-            parts.version,
-            parts.uri.authority(),
-            &connection.client,
-            upgrade.clone(),
-        );
-        parts.version = Version::HTTP_11;
-        let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
-
-        let header_timeout = match self.timeouts.request {
-            Some(limit) => self.timeouts.upstream_response_header.min(limit),
-            None => self.timeouts.upstream_response_header,
-        };
-
-        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-        if !has_host {
-            // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
-            parts.headers.insert(HOST, backend.host_header());
-        }
-
-        if upgrade.is_some() {
-            if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
-                let request = Request::from_parts(parts, body);
-                // Upgrades are rare: boxed, their state does not enlarge every request's future.
-                return Box::pin(upgrade::tunnel(
-                    cluster,
-                    backend,
-                    request,
-                    client_side,
-                    &connection.tunnels,
-                    self.timeouts.connect,
-                    header_timeout,
-                ))
-                .await;
-            }
-        }
-
-        let request = Request::from_parts(parts, body);
-        let sent = std::time::Instant::now();
-        let (response, lease) = backend
-            .send(request, sent, header_timeout, route.max_body_bytes)
-            .await
-            .map_err(|err| self.classify(route.upstream, backend, err))?;
-        let (mut parts, ()) = response.into_parts();
-        headers::rewrite_response(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, ProxyBody::upstream(lease, deadline, sent)))
+        Ok((route, host.is_some()))
     }
 
     /// Timeouts (connect, response header) are 504, like nginx; refused,

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
@@ -104,46 +104,54 @@ impl Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI) on an idle connection, or a new one
+    /// Sends a request (origin-form URI) on an idle connection, or a new one
     /// when none is idle, and reads the response head. The returned
     /// [`Lease`] must travel with the response: it streams the body, drives
     /// the connection and returns it to the pool when the body ends.
     /// A body over `max_body` bytes fails the exchange with
     /// [`SendError::Http`] caused by [`super::upload::TooLarge`].
-    pub(super) async fn send(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
+    ///
+    /// A plain function returning an `async` block rather than an `async fn`,
+    /// which would keep each argument twice (as argument, and as the local
+    /// it is moved into) in a future that every request boxes and moves.
+    pub(super) fn send<'a>(
+        self: &'a Arc<Self>,
+        head: &'a mut http::request::Parts,
+        body: Incoming,
         now: Instant,
         response_timeout: Duration,
         max_body: Option<u64>,
-    ) -> Result<(Response<()>, Lease), SendError> {
-        let (head, body) = request.into_parts();
+    ) -> impl Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'a {
         let body = (!body.is_end_stream()).then(|| UploadBody::new(body, max_body));
         // Without a body the request is whole in its head, which can be sent
         // again; with one, what the backend consumed is gone.
         let resendable = body.is_none() && is_idempotent(&head.method);
-        let (conn, reused) = match self.checkout(now).await {
-            Some(conn) => (conn, true),
-            // Connecting is the rare path: boxing it keeps the future that
-            // every request builds and moves small.
-            None => (Box::pin(self.connect()).await?, false),
-        };
-        let mut lease = Lease::new(conn, self.clone());
-        let response = match lease.exchange(&head, body, now, response_timeout).await {
-            Ok(response) => response,
-            // A pooled connection the backend closed as it was taken (its
-            // idle timeout racing ours): no response came, so a fresh
-            // connection may try once.
-            Err(SendError::Http(ClientError::Closed | ClientError::Io(_)))
-                if reused && resendable && !lease.answered() =>
-            {
-                lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
-                lease.exchange(&head, None, Instant::now(), response_timeout).await?
-            }
-            Err(err) => return Err(err),
-        };
-        lease.recycle(head.headers);
-        Ok((response, lease))
+        async move {
+            let (conn, reused) = match self.checkout(now).await {
+                Some(conn) => (conn, true),
+                // Connecting is the rare path: boxing it keeps the future that
+                // every request builds and moves small.
+                None => (Box::pin(self.connect()).await?, false),
+            };
+            let mut lease = Lease::new(conn, self.clone());
+            let timing = lease.start(head, body)?;
+            let response = match lease.response(now, timing, response_timeout).await {
+                Ok(response) => response,
+                // A pooled connection the backend closed as it was taken (its
+                // idle timeout racing ours): no response came, so a fresh
+                // connection may try once.
+                Err(SendError::Http(ClientError::Closed | ClientError::Io(_)))
+                    if reused && resendable && !lease.answered() =>
+                {
+                    lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
+                    let timing = lease.start(head, None)?;
+                    lease.response(Instant::now(), timing, response_timeout).await?
+                }
+                Err(err) => return Err(err),
+            };
+            lease.recycle(std::mem::take(&mut head.headers));
+            Ok((response, lease))
+        }
     }
 
     /// The most recently used idle connection that is still open at `now`.
@@ -257,21 +265,30 @@ impl Lease {
         self.conn.as_ref().is_some_and(|conn| conn.answered())
     }
 
-    /// Sends the request and reads the response head. The response timeout
-    /// runs from when the request body has been sent (from `now` for a
-    /// request without one): it measures the backend, not the client's upload.
-    async fn exchange(
+    /// Starts sending the request (see `Conn::start`); returns whether the
+    /// response timeout may start at once (a request without a body).
+    fn start(&mut self, head: &http::request::Parts, body: Option<UploadBody>) -> Result<bool, SendError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(SendError::Http(ClientError::Closed));
+        };
+        let timing = body.is_none();
+        conn.start(head, body)?;
+        Ok(timing)
+    }
+
+    /// Drives the exchange `start` began until the response head. The
+    /// response timeout runs from when the request body has been sent (from
+    /// `now` if `timing`, for a request without one): it measures the
+    /// backend, not the client's upload.
+    async fn response(
         &mut self,
-        head: &http::request::Parts,
-        body: Option<UploadBody>,
         now: Instant,
+        mut timing: bool,
         response_timeout: Duration,
     ) -> Result<Response<()>, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::Http(ClientError::Closed));
         };
-        let mut timing = body.is_none();
-        conn.start(head, body)?;
         let timer = tokio::time::sleep_until(now + response_timeout);
         tokio::pin!(timer);
         let result = poll_fn(|cx| {

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::Response;
 use hyper::body::Incoming;
 
 pub use super::pool::Lease;
@@ -40,18 +40,23 @@ impl Backend {
         self.pool.open().await
     }
 
-    /// Sends `request` (origin-form URI) on a pooled connection;
-    /// `response_timeout` counts from when the request and its body are sent.
-    /// `now` is the time the caller read just before: the pool's idle check
-    /// and the response timer use it instead of reading the clock again.
-    pub async fn send(
-        &self,
-        request: Request<Incoming>,
+    /// Sends a request (`head` with an origin-form URI, and `body`) on a
+    /// pooled connection; `response_timeout` counts from when the request
+    /// and its body are sent. `now` is the time the caller read just before:
+    /// the pool's idle check and the response timer use it instead of
+    /// reading the clock again.
+    ///
+    /// Not an `async fn`: that would be one more level of future, holding
+    /// its own copy of the arguments, in the future every request boxes.
+    pub fn send<'a>(
+        &'a self,
+        head: &'a mut http::request::Parts,
+        body: Incoming,
         now: std::time::Instant,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
-    ) -> Result<(Response<()>, Lease), SendError> {
-        self.pool.send(request, now.into(), response_timeout, max_body).await
+    ) -> impl std::future::Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'a {
+        self.pool.send(head, body, now.into(), response_timeout, max_body)
     }
 }
 
