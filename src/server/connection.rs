@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::gated::Gated;
 use super::listener::Gate;
 use super::write_timeout::WriteTimeout;
 use crate::metrics::{ConnectionGuard, Metrics};
@@ -232,7 +233,8 @@ async fn drive<C, E>(
         tokio::select! {
             // In order, the connection first: it is what wakes this task
             // nearly every time, and an unbiased select draws a random
-            // starting branch on every poll.
+            // starting branch on every poll. The signals beside it are
+            // `Gated`: polled only when they woke the task.
             biased;
             result = connection.as_mut() => {
                 if let Err(err) = result {
@@ -240,7 +242,7 @@ async fn drive<C, E>(
                 }
                 return;
             }
-            () = on.stop.cancelled(), if !closing && close_after_first.is_none() => {
+            () = Gated::new(on.stop.cancelled()), if !closing && close_after_first.is_none() => {
                 if first_request == FirstRequest::Awaited && !activity.has_started() {
                     close_after_first = Some(tokio::time::Instant::now() + on.settings.header_timeout);
                 } else {
@@ -258,7 +260,7 @@ async fn drive<C, E>(
                 graceful_shutdown(connection.as_mut());
                 closing = true;
             }
-            () = activity.idle_for(quiet), if header_timeout.is_some() || !closing => {
+            () = Gated::new(activity.idle_for(quiet)), if header_timeout.is_some() || !closing => {
                 if header_timeout.is_some() {
                     tracing::debug!("no request head within the header or idle timeout");
                     return;

@@ -9,6 +9,7 @@
 //! not look inside requests (that is `proxy`).
 
 mod connection;
+mod gated;
 mod listener;
 mod reload;
 mod signals;
