@@ -75,12 +75,16 @@ pub(super) struct Accepted {
 /// place under the listener's connection limit, and `counted` counts the
 /// connection as active, for as long as the connection lives, or a
 /// WebSocket tunnel it became.
-pub(super) async fn serve(
+///
+/// A plain function returning the connection's future rather than an
+/// `async fn`, which would keep its arguments in that future (the task every
+/// connection holds, idle or not) beside the copies the body works on.
+pub(super) fn serve(
     accepted: Accepted,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
     counted: ConnectionGuard,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let Accepted { stream, peer, gate } = accepted;
     let hold: Arc<dyn Any + Send + Sync> = Arc::new((permit, counted));
     let settings = shared.settings.load_full();
@@ -126,7 +130,6 @@ pub(super) async fn serve(
         }
     }
     .instrument(span)
-    .await;
 }
 
 /// What serving one connection needs: the server's shared state, the

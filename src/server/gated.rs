@@ -26,8 +26,6 @@ pin_project! {
         #[pin]
         inner: F,
         signal: Arc<Signal>,
-        // `signal` as a `Waker`, made once.
-        waker: Waker,
         // The waker `signal` forwards to, as last stored there; compared
         // without taking the lock.
         outer: Option<Waker>,
@@ -60,11 +58,9 @@ impl<F> Gated<F> {
             woken: AtomicBool::new(true),
             outer: Mutex::new(None),
         });
-        let waker = Waker::from(signal.clone());
         Gated {
             inner,
             signal,
-            waker,
             outer: None,
         }
     }
@@ -83,7 +79,10 @@ impl<F: Future> Future for Gated<F> {
         if !this.signal.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.inner.poll(&mut Context::from_waker(this.waker))
+        // Made here rather than kept: this is the rare path, and a waker
+        // kept in every connection's task makes each one larger.
+        let waker = Waker::from(this.signal.clone());
+        this.inner.poll(&mut Context::from_waker(&waker))
     }
 }
 
