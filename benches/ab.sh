@@ -35,18 +35,7 @@ require nginx wrk taskset
 upstream_conf "$UP_PORT" > "$work/upstream.conf"
 
 proxy_config() { # binary port admin-port file
-  cat > "$4" <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$2"
-
-[[routes]]
-name = "all"
-upstream = "app"
-
-[upstreams.app]
-backends = ["127.0.0.1:$UP_PORT"]
-CONF
+  tailcut_conf "$2" "$UP_PORT" > "$4"
   # Builds from before the admin listener existed reject its table; the
   # others need their own admin port so that A and B can run side by side.
   cp "$4" "$4.base"

@@ -35,31 +35,8 @@ TAILCUT=target/release/tailcut
 
 # The upstream as in the other scripts, but logging each request.
 upstream_conf "$UP_PORT" | sed "s|access_log off;|access_log $work/access.log;|" > "$work/upstream.conf"
-cat > "$work/proxy.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $work/proxy.pid; error_log stderr error;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-$(nginx_proxy_location)
-  }
-}
-CONF
-cat > "$work/tailcut.toml" <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$TAILCUT_PORT"
-
-[[routes]]
-name = "all"
-upstream = "app"
-
-[upstreams.app]
-backends = ["127.0.0.1:$UP_PORT"]
-CONF
+nginx_proxy_conf "$NGINX_PORT" "$UP_PORT" > "$work/proxy.conf"
+tailcut_conf "$TAILCUT_PORT" "$UP_PORT" > "$work/tailcut.toml"
 
 nginx -c "$work/upstream.conf" -e stderr & pids+=($!)
 wait_port "$UP_PORT"

@@ -56,6 +56,42 @@ nginx_proxy_location() {
 CONF
 }
 
+# nginx_proxy_conf PORT UPSTREAM_PORT : a whole nginx config doing
+# tailcut's job on PORT (one worker, pooled keep-alive connections) in front
+# of the upstream on UPSTREAM_PORT.
+nginx_proxy_conf() {
+  cat <<CONF
+daemon off; master_process off; worker_processes 1; pid $work/proxy-$1.pid; error_log stderr error;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream app { server 127.0.0.1:$2; keepalive 64; }
+  server {
+    listen 127.0.0.1:$1;
+$(nginx_proxy_location)
+  }
+}
+CONF
+}
+
+# tailcut_conf PORT UPSTREAM_PORT : a tailcut config with one listener on
+# PORT sending every request to the upstream on UPSTREAM_PORT.
+tailcut_conf() {
+  cat <<CONF
+[[listeners]]
+name = "bench"
+address = "127.0.0.1:$1"
+
+[[routes]]
+name = "all"
+upstream = "app"
+
+[upstreams.app]
+backends = ["127.0.0.1:$2"]
+CONF
+}
+
 # wait_port PORT : until something listens on 127.0.0.1:PORT (5 s at most).
 wait_port() {
   for _ in $(seq 100); do

@@ -39,39 +39,12 @@ cargo build --release --quiet
 TAILCUT=target/release/tailcut
 (cd loadtest/goproxy && go build -trimpath -o "$work/goproxy" . && go build -trimpath -o "$work/stockproxy" ./cmd/stockproxy)
 
-nginx_common="daemon off; master_process off; worker_processes 1; pid $work/PID; error_log stderr error;
-events { worker_connections 10000; }"
-
 upstream_conf "$UP_PORT" > "$work/upstream.conf"
-
-cat > "$work/proxy.conf" <<CONF
-${nginx_common//PID/proxy.pid}
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-$(nginx_proxy_location)
-  }
-}
-CONF
-
-cat > "$work/tailcut.toml" <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$TAILCUT_PORT"
-
-[[routes]]
-name = "all"
-upstream = "app"
-
-[upstreams.app]
-backends = ["127.0.0.1:$UP_PORT"]
-
-[admin]
-address = "127.0.0.1:$TAILCUT_ADMIN"
-CONF
+nginx_proxy_conf "$NGINX_PORT" "$UP_PORT" > "$work/proxy.conf"
+{
+  tailcut_conf "$TAILCUT_PORT" "$UP_PORT"
+  printf '\n[admin]\naddress = "127.0.0.1:%s"\n' "$TAILCUT_ADMIN"
+} > "$work/tailcut.toml"
 
 sed "s/$TAILCUT_PORT/$GO_PORT/; s/$TAILCUT_ADMIN/$GO_ADMIN/" "$work/tailcut.toml" > "$work/goproxy.toml"
 
