@@ -112,8 +112,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn polls_the_inner_future_only_after_it_woke() {
+    #[test]
+    fn polls_the_inner_future_only_after_it_woke() {
         let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let ready = Arc::new(AtomicBool::new(false));
         let waker = Arc::new(Mutex::new(None));

@@ -96,7 +96,6 @@ pub(super) fn parse_head(
     let mut headers = scratch.headers.take().unwrap_or_default();
     // Room for what the proxy adds (Via) without growing again.
     headers.reserve(scratch.spans.len() + 1);
-    // The framing fields, noted as they go by: cheaper than asking the map.
     // The fields that frame the response or describe this connection are
     // read as they go by. Those that concern only this hop (RFC 9110 section
     // 7.6.1) stay out of the map: Transfer-Encoding and Keep-Alive always,
