@@ -2,7 +2,8 @@
 //!
 //! Hop-by-hop headers describe one connection and must not cross the proxy;
 //! `X-Forwarded-*` and `Via` tell the backend and the client that it did.
-//! Pure functions over `HeaderMap`: no I/O, no routing.
+//! Pure functions over `HeaderMap`, no I/O and no routing; the fields tailcut
+//! adds to a request come back as [`Added`], for the client that sends it.
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
@@ -39,7 +40,8 @@ const FIXED_HOP_BY_HOP: [&HeaderName; 8] = [
 ];
 
 /// Which of the names the rewrites act on a map holds: bit `i` for
-/// `FIXED_HOP_BY_HOP[i]`, then `Expect` and `X-Forwarded-For`. Found in one
+/// `FIXED_HOP_BY_HOP[i]`, then `Expect`, `X-Forwarded-For`, `Host`, and
+/// `X-Forwarded-Host` or `X-Forwarded-Proto`. Found in one
 /// pass over the names present (a typical request has few), where asking
 /// the map for each of ten names would hash every one of them.
 #[derive(Clone, Copy)]
@@ -49,6 +51,8 @@ const CONNECTION_BIT: u16 = 1 << 0;
 const TE_BIT: u16 = 1 << 5;
 const EXPECT_BIT: u16 = 1 << 8;
 const FORWARDED_FOR_BIT: u16 = 1 << 9;
+const HOST_BIT: u16 = 1 << 10;
+const FORWARDED_OTHER_BIT: u16 = 1 << 11;
 
 impl Present {
     fn scan(headers: &HeaderMap) -> Self {
@@ -67,6 +71,8 @@ impl Present {
                 "upgrade" => 1 << 7,
                 "expect" => EXPECT_BIT,
                 "x-forwarded-for" => FORWARDED_FOR_BIT,
+                "host" => HOST_BIT,
+                "x-forwarded-host" | "x-forwarded-proto" => FORWARDED_OTHER_BIT,
                 _ => 0,
             };
         }
@@ -157,23 +163,79 @@ pub struct ClientSide {
     pub proto: &'static str,
 }
 
-/// Rewrites a client's request headers for the backend.
+/// The fields tailcut adds to a request for the backend: `X-Forwarded-For`,
+/// `X-Forwarded-Host`, `X-Forwarded-Proto` and `Via`.
+///
+/// They stay out of the request's header map. tailcut's HTTP/1.1 client
+/// writes them after the client's own fields ([`Added::for_each`]);
+/// inserting them would hash and place four entries only for the client to
+/// read them straight back out, a sixth of the work a small request costs.
+/// A request that hyper's client sends (an upgrade) gets them inserted
+/// ([`Added::insert_into`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Added<'a> {
+    client: &'a ClientSide,
+    /// The request's version as the client sent it, for `Via`.
+    version: Version,
+    /// `X-Forwarded-Host` repeats the `Host` field (false: the request
+    /// named no host).
+    forwarded_host: bool,
+    /// The client sent `X-Forwarded-For`: the map holds the chain with the
+    /// client's address appended, and nothing is added.
+    forwarded_for_in_map: bool,
+}
+
+impl Added<'_> {
+    /// Calls `f` with each added field, in the order they are written.
+    /// `host` is the request's `Host` value (after [`rewrite_request`]).
+    pub fn for_each(&self, host: Option<&HeaderValue>, mut f: impl FnMut(&HeaderName, &[u8])) {
+        if !self.forwarded_for_in_map {
+            f(&X_FORWARDED_FOR, self.client.ip.as_bytes());
+        }
+        if let Some(host) = host.filter(|_| self.forwarded_host) {
+            f(&X_FORWARDED_HOST, host.as_bytes());
+        }
+        f(&X_FORWARDED_PROTO, self.client.proto.as_bytes());
+        f(&VIA, via_for(self.version).as_bytes());
+    }
+
+    /// Inserts the added fields into `headers`, the request's rewritten map.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        let host = headers.get(HOST).cloned();
+        let mut added = Vec::with_capacity(4);
+        self.for_each(host.as_ref(), |name, value| {
+            // Each value came from a `HeaderValue` or is a static string.
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                added.push((name.clone(), value));
+            }
+        });
+        for (name, value) in added {
+            if name == VIA {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
+        }
+    }
+}
+
+/// Rewrites a client's request headers for the backend; returns the fields
+/// to add to them.
 ///
 /// `authority` is the request URI's authority: HTTP/2 carries the host there
-/// instead of in `Host`, and an absolute-form HTTP/1.1 target overrides `Host`. `upgrade` is kept when the request is a protocol
-/// upgrade the proxy will tunnel.
-pub fn rewrite_request(
+/// instead of in `Host`, and an absolute-form HTTP/1.1 target overrides
+/// `Host`. `upgrade` is kept when the request is a protocol upgrade the proxy
+/// will tunnel.
+pub fn rewrite_request<'a>(
     headers: &mut HeaderMap,
     version: Version,
     authority: Option<&Authority>,
-    client: &ClientSide,
+    client: &'a ClientSide,
     upgrade: Option<HeaderValue>,
-) {
+) -> Added<'a> {
     let present = Present::scan(headers);
     let wants_trailers = present.has(TE_BIT) && has_token(headers, &TE, "trailers");
     strip_present(headers, present);
-    // Room for the headers added below, so the map grows at most once.
-    headers.reserve(4);
     // tailcut answers `Expect: 100-continue` itself (hyper sends the 100 when
     // the body is first read), so the backend must not wait to answer it again.
     if present.has(EXPECT_BIT) {
@@ -191,23 +253,28 @@ pub fn rewrite_request(
 
     // RFC 9112 section 3.2.2: when the request target carries an authority
     // (absolute-form, or HTTP/2's :authority), it wins over any Host header.
-    let host = match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    let forwarded_host = match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         Some(host) => {
-            headers.insert(HOST, host.clone());
-            Some(host)
+            headers.insert(HOST, host);
+            true
         }
-        None => headers.get(HOST).cloned(),
+        None => present.has(HOST_BIT),
     };
-    if let Some(host) = host {
-        headers.insert(&X_FORWARDED_HOST, host);
+    // The client's own claims are replaced, not passed on beside tailcut's.
+    if present.has(FORWARDED_OTHER_BIT) {
+        headers.remove(&X_FORWARDED_HOST);
+        headers.remove(&X_FORWARDED_PROTO);
     }
-    if present.has(FORWARDED_FOR_BIT) {
+    let forwarded_for_in_map = present.has(FORWARDED_FOR_BIT);
+    if forwarded_for_in_map {
         append_forwarded_for(headers, &client.ip);
-    } else {
-        headers.insert(&X_FORWARDED_FOR, client.ip.clone());
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
-    headers.append(VIA, HeaderValue::from_static(via_for(version)));
+    Added {
+        client,
+        version,
+        forwarded_host,
+        forwarded_for_in_map,
+    }
 }
 
 /// Rewrites a backend's response headers for the client. `upgrade` is true
@@ -264,6 +331,13 @@ mod tests {
         }
     }
 
+    /// The request's map as hyper's client would send it: rewritten, with
+    /// the added fields inserted.
+    fn rewrite(h: &mut HeaderMap, version: Version, authority: Option<&Authority>, upgrade: Option<HeaderValue>) {
+        let client = client();
+        rewrite_request(h, version, authority, &client, upgrade).insert_into(h);
+    }
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (k, v) in pairs {
@@ -298,8 +372,11 @@ mod tests {
         }
         assert!(Present::scan(&map(&[("Expect", "100-continue")])).has(EXPECT_BIT));
         assert!(Present::scan(&map(&[("X-Forwarded-For", "1.1.1.1")])).has(FORWARDED_FOR_BIT));
+        assert!(Present::scan(&map(&[("HOST", "a")])).has(HOST_BIT));
+        assert!(Present::scan(&map(&[("X-Forwarded-Host", "a")])).has(FORWARDED_OTHER_BIT));
+        assert!(Present::scan(&map(&[("X-Forwarded-Proto", "https")])).has(FORWARDED_OTHER_BIT));
         assert_eq!(
-            Present::scan(&map(&[("host", "a"), ("trailer", "x"), ("via", "1.1 a")])).0,
+            Present::scan(&map(&[("accept", "a"), ("trailer", "x"), ("via", "1.1 a")])).0,
             0
         );
     }
@@ -327,7 +404,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        rewrite_request(&mut h, Version::HTTP_11, None, &client(), None);
+        rewrite(&mut h, Version::HTTP_11, None, None);
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -336,10 +413,54 @@ mod tests {
     }
 
     #[test]
+    fn replaces_the_clients_forwarded_host_and_proto() {
+        let mut h = map(&[
+            ("host", "a.test"),
+            ("x-forwarded-host", "spoofed.test"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        rewrite(&mut h, Version::HTTP_11, None, None);
+        let hosts: Vec<_> = h.get_all(&X_FORWARDED_HOST).iter().collect();
+        assert_eq!(hosts, ["a.test"]);
+        let protos: Vec<_> = h.get_all(&X_FORWARDED_PROTO).iter().collect();
+        assert_eq!(protos, ["http"]);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
+    }
+
+    #[test]
+    fn adds_only_what_the_map_lacks() {
+        let client = client();
+        let mut h = map(&[("host", "a.test"), ("x-forwarded-for", "1.1.1.1")]);
+        let added = rewrite_request(&mut h, Version::HTTP_10, None, &client, None);
+        let mut fields = Vec::new();
+        added.for_each(h.get(HOST), |name, value| {
+            fields.push(format!("{name}: {}", String::from_utf8_lossy(value)));
+        });
+        // The chain the client sent is completed in the map, not added again.
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.0.0.9");
+        assert_eq!(
+            fields,
+            [
+                "x-forwarded-host: a.test",
+                "x-forwarded-proto: http",
+                "via: 1.0 tailcut"
+            ]
+        );
+
+        // No host named: no X-Forwarded-Host, even once one is set for the backend.
+        let mut bare = HeaderMap::new();
+        let added = rewrite_request(&mut bare, Version::HTTP_10, None, &client, None);
+        let backend_host = HeaderValue::from_static("127.0.0.1:8080");
+        let mut names = Vec::new();
+        added.for_each(Some(&backend_host), |name, _| names.push(name.clone()));
+        assert_eq!(names, [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &VIA]);
+    }
+
+    #[test]
     fn http2_authority_becomes_host() {
         let mut h = HeaderMap::new();
         let authority: Authority = "b.test:8080".parse().expect("authority");
-        rewrite_request(&mut h, Version::HTTP_2, Some(&authority), &client(), None);
+        rewrite(&mut h, Version::HTTP_2, Some(&authority), None);
         assert_eq!(h[HOST], "b.test:8080");
         assert_eq!(h[&X_FORWARDED_HOST], "b.test:8080");
         assert_eq!(h[VIA], "2 tailcut");
@@ -348,10 +469,10 @@ mod tests {
     #[test]
     fn asks_upstream_for_trailers_only_when_the_client_accepts_them() {
         let mut with = map(&[("host", "a"), ("te", "trailers, deflate")]);
-        rewrite_request(&mut with, Version::HTTP_11, None, &client(), None);
+        rewrite(&mut with, Version::HTTP_11, None, None);
         assert_eq!(with[TE], "trailers");
         let mut without = map(&[("host", "a"), ("te", "deflate")]);
-        rewrite_request(&mut without, Version::HTTP_11, None, &client(), None);
+        rewrite(&mut without, Version::HTTP_11, None, None);
         assert!(without.get(TE).is_none());
     }
 
@@ -360,7 +481,7 @@ mod tests {
         let mut h = map(&[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket")]);
         let protocol = upgrade_protocol(&h);
         assert_eq!(protocol.as_ref().map(|p| p.as_bytes()), Some(&b"websocket"[..]));
-        rewrite_request(&mut h, Version::HTTP_11, None, &client(), protocol);
+        rewrite(&mut h, Version::HTTP_11, None, protocol);
         assert_eq!(h[UPGRADE], "websocket");
         assert_eq!(h[CONNECTION], "upgrade");
 
@@ -388,7 +509,7 @@ mod tests {
     #[test]
     fn expect_is_answered_by_the_proxy_not_forwarded() {
         let mut h = map(&[("host", "a"), ("expect", "100-continue")]);
-        rewrite_request(&mut h, Version::HTTP_11, None, &client(), None);
+        rewrite(&mut h, Version::HTTP_11, None, None);
         assert!(h.get(EXPECT).is_none());
     }
 }

@@ -250,20 +250,20 @@ impl Shared {
 
         // In a block of its own: a local whose scope spans an `.await`
         // takes room in the future.
-        let is_upgrade = {
+        let (is_upgrade, added) = {
             let upgrade = match parts.version {
                 Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
                 _ => None,
             };
             let is_upgrade = upgrade.is_some();
-            headers::rewrite_request(
+            let added = headers::rewrite_request(
                 &mut parts.headers,
                 parts.version,
                 parts.uri.authority(),
                 &connection.client,
                 upgrade,
             );
-            is_upgrade
+            (is_upgrade, added)
         };
         parts.version = Version::HTTP_11;
         let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
@@ -281,6 +281,8 @@ impl Shared {
 
         if is_upgrade {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
+                // hyper's client sends it: the added fields go into the map.
+                added.insert_into(&mut parts.headers);
                 // The rare path takes the head for itself, leaving an empty one.
                 let head = std::mem::replace(parts, Request::new(()).into_parts().0);
                 let request = Request::from_parts(head, body);
@@ -300,7 +302,7 @@ impl Shared {
 
         let sent = std::time::Instant::now();
         let (response, lease) = backend
-            .send(parts, body, sent, header_timeout, route.max_body_bytes)
+            .send(parts, added, body, sent, header_timeout, route.max_body_bytes)
             .await
             .map_err(|err| self.classify(route.upstream, backend, err))?;
         let (mut parts, ()) = response.into_parts();

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
+use super::headers::Added;
 use super::http1::{ClientError, Conn};
 use super::upload::UploadBody;
 
@@ -117,6 +118,7 @@ impl Pool {
     pub(super) fn send<'a>(
         self: &'a Arc<Self>,
         head: &'a mut http::request::Parts,
+        added: Added<'a>,
         body: Incoming,
         now: Instant,
         response_timeout: Duration,
@@ -134,7 +136,7 @@ impl Pool {
                 None => (Box::pin(self.connect()).await?, false),
             };
             let mut lease = Lease::new(conn, self.clone());
-            let timing = lease.start(head, body)?;
+            let timing = lease.start(head, added, body)?;
             let response = match lease.response(now, timing, response_timeout).await {
                 Ok(response) => response,
                 // A pooled connection the backend closed as it was taken (its
@@ -144,7 +146,7 @@ impl Pool {
                     if reused && resendable && !lease.answered() =>
                 {
                     lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
-                    let timing = lease.start(head, None)?;
+                    let timing = lease.start(head, added, None)?;
                     lease.response(Instant::now(), timing, response_timeout).await?
                 }
                 Err(err) => return Err(err),
@@ -267,12 +269,17 @@ impl Lease {
 
     /// Starts sending the request (see `Conn::start`); returns whether the
     /// response timeout may start at once (a request without a body).
-    fn start(&mut self, head: &http::request::Parts, body: Option<UploadBody>) -> Result<bool, SendError> {
+    fn start(
+        &mut self,
+        head: &http::request::Parts,
+        added: Added<'_>,
+        body: Option<UploadBody>,
+    ) -> Result<bool, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::Http(ClientError::Closed));
         };
         let timing = body.is_none();
-        conn.start(head, body)?;
+        conn.start(head, added, body)?;
         Ok(timing)
     }
 
@@ -283,26 +290,24 @@ impl Lease {
     async fn response(
         &mut self,
         now: Instant,
-        mut timing: bool,
+        timing: bool,
         response_timeout: Duration,
     ) -> Result<Response<()>, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::Http(ClientError::Closed));
         };
-        let timer = tokio::time::sleep_until(now + response_timeout);
-        tokio::pin!(timer);
+        let mut deadline = timing.then(|| now + response_timeout);
         let result = poll_fn(|cx| {
             if let Poll::Ready(result) = conn.poll_head(cx) {
                 return Poll::Ready(Some(result));
             }
-            if !timing && conn.request_sent() {
-                timer.as_mut().reset(Instant::now() + response_timeout);
-                timing = true;
+            if deadline.is_none() && conn.request_sent() {
+                deadline = Some(Instant::now() + response_timeout);
             }
-            if timing && timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
+            match deadline {
+                Some(deadline) if conn.poll_timer(cx, deadline).is_ready() => Poll::Ready(None),
+                _ => Poll::Pending,
             }
-            Poll::Pending
         })
         .await;
         match result {

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 pub use super::pool::Lease;
 use rustls::pki_types::ServerName;
 
+use super::headers::Added;
 use super::pool::{self, Pool, SendError};
 use crate::balance::RoundRobin;
 use crate::config;
@@ -40,8 +41,8 @@ impl Backend {
         self.pool.open().await
     }
 
-    /// Sends a request (`head` with an origin-form URI, and `body`) on a
-    /// pooled connection; `response_timeout` counts from when the request
+    /// Sends a request (`head` with an origin-form URI, the fields tailcut
+    /// adds to it, and `body`) on a pooled connection; `response_timeout` counts from when the request
     /// and its body are sent. `now` is the time the caller read just before:
     /// the pool's idle check and the response timer use it instead of
     /// reading the clock again.
@@ -51,12 +52,14 @@ impl Backend {
     pub fn send<'a>(
         &'a self,
         head: &'a mut http::request::Parts,
+        added: Added<'a>,
         body: Incoming,
         now: std::time::Instant,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
     ) -> impl std::future::Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'a {
-        self.pool.send(head, body, now.into(), response_timeout, max_body)
+        self.pool
+            .send(head, added, body, now.into(), response_timeout, max_body)
     }
 }
 

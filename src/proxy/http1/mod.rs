@@ -28,6 +28,7 @@
 mod request;
 mod response;
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -36,7 +37,9 @@ use bytes::{Bytes, BytesMut};
 
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWrite;
+use tokio::time::{Instant, Sleep};
 
+use super::headers::Added;
 use super::pool::UpstreamIo;
 use super::upload::{UploadBody, UploadError};
 use response::{Head, ResponseBody, Step};
@@ -99,6 +102,9 @@ pub(super) struct Conn {
     yielded_for_continue: bool,
     /// Reused by every response head parsed on this connection.
     scratch: response::Scratch,
+    /// The response timer, made for the connection's first exchange and
+    /// moved to each later one's deadline (see `poll_timer`).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -116,6 +122,7 @@ impl Conn {
             answered: false,
             yielded_for_continue: false,
             scratch: response::Scratch::default(),
+            timer: None,
         }
     }
 
@@ -125,12 +132,17 @@ impl Conn {
         self.scratch.headers = Some(headers);
     }
 
-    /// Starts an exchange: serializes the request head (with the body's
-    /// framing) to be written on the next poll. `body` is `None` for a
+    /// Starts an exchange: serializes the request head (with the fields
+    /// tailcut adds, and the body's framing) to be written on the next poll. `body` is `None` for a
     /// request without one.
-    pub(super) fn start(&mut self, head: &http::request::Parts, body: Option<UploadBody>) -> Result<(), ClientError> {
+    pub(super) fn start(
+        &mut self,
+        head: &http::request::Parts,
+        added: Added<'_>,
+        body: Option<UploadBody>,
+    ) -> Result<(), ClientError> {
         let framing = request::framing(&head.headers, body.is_some())?;
-        request::encode_head(self.out.begin(), head, framing);
+        request::encode_head(self.out.begin(), head, added, framing);
         self.upload = body.map(|body| request::BodyWriter::new(body, framing));
         self.sent = false;
         self.write_failed = None;
@@ -140,6 +152,28 @@ impl Conn {
         self.answered = false;
         self.yielded_for_continue = false;
         Ok(())
+    }
+
+    /// Polls the response timer, set to `deadline`.
+    ///
+    /// One timer serves every exchange on the connection: moving a tokio
+    /// timer that is registered to a later deadline is one atomic operation,
+    /// where a timer per exchange would be registered with the runtime's
+    /// timer wheel and removed from it again each time, under its lock. The
+    /// price: the timer of a connection idle in the pool past its last
+    /// deadline fires once, waking the task of the exchange that set it for
+    /// nothing.
+    pub(super) fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        timer.as_mut().poll(cx)
     }
 
     /// Whether the request, body included, has been handed to the backend.

@@ -6,11 +6,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, HOST};
 use http::request;
 use http_body::Body;
 
 use super::{ClientError, Outgoing};
+use crate::proxy::headers::Added;
 use crate::proxy::upload::UploadBody;
 
 /// How the request body is delimited on the wire.
@@ -40,20 +41,30 @@ pub(super) fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, Cl
     Ok(Framing::Length(length))
 }
 
-/// Serializes the request line and headers into `out`. The target is the
-/// URI as the proxy rewrote it (origin form).
-pub(super) fn encode_head(out: &mut Vec<u8>, head: &request::Parts, framing: Framing) {
+/// Serializes the request line and headers into `out`: the client's fields
+/// as rewritten, then those tailcut adds. The target is the URI as the proxy
+/// rewrote it (origin form).
+pub(super) fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: Added<'_>, framing: Framing) {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &head.headers {
+    let mut field = |name: &HeaderName, value: &[u8]| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    };
+    // `Host` is picked up on the way: `X-Forwarded-Host` repeats it.
+    let mut host = None;
+    for (name, value) in &head.headers {
+        if name == HOST {
+            host = Some(value);
+        }
+        field(name, value.as_bytes());
     }
+    added.for_each(host, field);
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -145,7 +156,10 @@ impl BodyWriter {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderValue, Version};
+
     use super::*;
+    use crate::proxy::headers::{rewrite_request, ClientSide};
 
     fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = http::Request::builder().method(method).uri(target);
@@ -155,26 +169,65 @@ mod tests {
         builder.body(()).expect("request").into_parts().0
     }
 
-    #[test]
-    fn encodes_the_request_line_and_headers_in_order() {
-        let parts = head("GET", "/a?b=1", &[("host", "example"), ("x-forwarded-for", "10.0.0.1")]);
+    fn client() -> ClientSide {
+        ClientSide {
+            ip: HeaderValue::from_static("10.0.0.9"),
+            proto: "http",
+        }
+    }
+
+    /// `parts` rewritten for the backend and encoded.
+    fn encode(parts: &mut request::Parts, framing: Framing) -> String {
+        let client = client();
+        let added = rewrite_request(&mut parts.headers, Version::HTTP_11, None, &client, None);
         let mut out = Vec::new();
-        encode_head(&mut out, &parts, Framing::Empty);
+        encode_head(&mut out, parts, added, framing);
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn encodes_the_request_line_the_fields_in_order_then_the_added_ones() {
+        let mut parts = head("GET", "/a?b=1", &[("host", "example"), ("x-forwarded-for", "10.0.0.1")]);
         assert_eq!(
-            String::from_utf8(out).expect("ascii"),
-            "GET /a?b=1 HTTP/1.1\r\nhost: example\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+            encode(&mut parts, Framing::Empty),
+            "GET /a?b=1 HTTP/1.1\r\nhost: example\r\nx-forwarded-for: 10.0.0.1, 10.0.0.9\r\n\
+             x-forwarded-host: example\r\nx-forwarded-proto: http\r\nvia: 1.1 tailcut\r\n\r\n"
         );
     }
 
     #[test]
+    fn writes_the_fields_hypers_client_would_be_given() {
+        let fields = [
+            ("Host", "example"),
+            ("Accept", "*/*"),
+            ("Via", "1.0 edge"),
+            ("X-Forwarded-Proto", "https"),
+        ];
+        let mut written = head("GET", "/", &fields);
+        let text = encode(&mut written, Framing::Empty);
+        let mut lines: Vec<&str> = text.lines().skip(1).filter(|line| !line.is_empty()).collect();
+
+        let client = client();
+        let mut inserted = head("GET", "/", &fields);
+        rewrite_request(&mut inserted.headers, Version::HTTP_11, None, &client, None)
+            .insert_into(&mut inserted.headers);
+        let mut expected: Vec<String> = inserted
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().expect("ascii")))
+            .collect();
+        lines.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(lines, expected);
+    }
+
+    #[test]
     fn a_body_without_length_goes_chunked() {
-        let parts = head("POST", "/", &[("host", "h")]);
+        let mut parts = head("POST", "/", &[("host", "h")]);
         assert_eq!(framing(&parts.headers, true).expect("framing"), Framing::Chunked);
-        let mut out = Vec::new();
-        encode_head(&mut out, &parts, Framing::Chunked);
-        assert!(String::from_utf8(out)
-            .expect("ascii")
-            .ends_with("host: h\r\ntransfer-encoding: chunked\r\n\r\n"));
+        assert!(
+            encode(&mut parts, Framing::Chunked).ends_with("via: 1.1 tailcut\r\ntransfer-encoding: chunked\r\n\r\n")
+        );
     }
 
     #[test]

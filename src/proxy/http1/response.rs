@@ -102,6 +102,9 @@ pub(super) fn parse_head(
     // Connection when it names no other field (which the response's header
     // hygiene must then remove).
     let (mut close, mut keep_alive_token, mut has_content_length) = (false, false, false);
+    // The length its `Content-Length` fields state, if they agree (RFC 9112
+    // section 6.3 item 5).
+    let (mut length, mut length_valid) = (None, true);
     // Whether the last transfer coding is chunked; `None` without any.
     let mut chunked_last = None;
     for &[name_start, name_end, value_start, value_end] in &scratch.spans {
@@ -130,8 +133,10 @@ pub(super) fn parse_head(
             continue;
         } else if name == KEEP_ALIVE {
             continue;
+        } else if name == CONTENT_LENGTH {
+            has_content_length = true;
+            length_valid &= fold_content_length(value.as_bytes(), &mut length);
         }
-        has_content_length |= name == CONTENT_LENGTH;
         headers.append(name, value);
     }
 
@@ -156,7 +161,11 @@ pub(super) fn parse_head(
             ResponseBody::UntilClose
         }
     } else if has_content_length {
-        ResponseBody::Length(content_length(&headers).ok_or(ClientError::InvalidResponse("Content-Length"))?)
+        ResponseBody::Length(
+            length
+                .filter(|_| length_valid)
+                .ok_or(ClientError::InvalidResponse("Content-Length"))?,
+        )
     } else {
         keep_alive = false;
         ResponseBody::UntilClose
@@ -179,19 +188,41 @@ pub(super) fn parse_head(
 pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let value: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
-            match length {
-                Some(seen) if seen != value => return None,
-                _ => length = Some(value),
-            }
+        if !fold_content_length(value.as_bytes(), &mut length) {
+            return None;
         }
     }
     length
+}
+
+/// Folds one `Content-Length` field value into `length`, the length the
+/// values before it stated; false if an item is not a decimal number (or
+/// overflows) or differs from the others.
+fn fold_content_length(value: &[u8], length: &mut Option<u64>) -> bool {
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() {
+            return false;
+        }
+        let mut number: u64 = 0;
+        for &digit in item {
+            if !digit.is_ascii_digit() {
+                return false;
+            }
+            match number
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(digit - b'0')))
+            {
+                Some(n) => number = n,
+                None => return false,
+            }
+        }
+        match *length {
+            Some(seen) if seen != number => return false,
+            _ => *length = Some(number),
+        }
+    }
+    true
 }
 
 /// What remains of a response body.
@@ -403,6 +434,31 @@ mod tests {
         assert_eq!(response.headers()["x-a"], "1");
         assert!(keep_alive);
         assert_eq!(decode_all(&mut body, &mut read), (b"hello".to_vec(), None, true));
+    }
+
+    #[test]
+    fn content_length_fields_must_agree_and_be_numbers() {
+        let (_, body, _, _) = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n",
+            false,
+        );
+        assert!(matches!(body, ResponseBody::Length(5)));
+        for lengths in [
+            "5, 6",
+            "5\r\nContent-Length: 6",
+            "",
+            "5,",
+            "0x5",
+            "-1",
+            "18446744073709551616",
+        ] {
+            let mut read = BytesMut::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {lengths}\r\n\r\n").as_str());
+            let result = parse_head(&mut read, false, 64 * 1024, &mut Scratch::default());
+            assert!(
+                matches!(result, Err(ClientError::InvalidResponse("Content-Length"))),
+                "{lengths:?}"
+            );
+        }
     }
 
     #[test]
