@@ -44,8 +44,8 @@ pub struct ProxyBody {
     route: Option<usize>,
     /// When the request was handed to the backend connection.
     sent: Option<std::time::Instant>,
-    /// Set when the upstream body ends: sent -> end of upstream response.
-    upstream_time: Option<Duration>,
+    /// When the upstream body ended.
+    ended_at: Option<std::time::Instant>,
 }
 
 enum Kind {
@@ -76,7 +76,7 @@ impl ProxyBody {
         body.deadline = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
         body.sent = Some(sent);
         if body.is_end_stream() {
-            body.upstream_time = Some(sent.elapsed());
+            body.ended_at = Some(body.kind.ended_at().unwrap_or_else(std::time::Instant::now));
         }
         body
     }
@@ -105,7 +105,7 @@ impl From<Kind> for ProxyBody {
             deadline: None,
             route: None,
             sent: None,
-            upstream_time: None,
+            ended_at: None,
         }
     }
 }
@@ -116,7 +116,11 @@ impl Labelled for ProxyBody {
     }
 
     fn upstream_time(&self) -> Option<Duration> {
-        self.upstream_time
+        Some(self.ended_at?.saturating_duration_since(self.sent?))
+    }
+
+    fn ended_at(&self) -> Option<std::time::Instant> {
+        self.ended_at
     }
 }
 
@@ -143,8 +147,9 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(_))) => this.kind.is_end_stream(),
             _ => false,
         };
-        if ended && this.upstream_time.is_none() {
-            this.upstream_time = this.sent.map(|sent| sent.elapsed());
+        if ended && this.ended_at.is_none() && this.sent.is_some() {
+            // The lease read the clock as it returned its connection.
+            this.ended_at = Some(this.kind.ended_at().unwrap_or_else(std::time::Instant::now));
         }
         frame
     }
@@ -163,6 +168,14 @@ impl Body for ProxyBody {
 }
 
 impl Kind {
+    /// When the body ended, if it ended and says so itself.
+    fn ended_at(&self) -> Option<std::time::Instant> {
+        match self {
+            Kind::Upstream(lease) => lease.ended_at(),
+            Kind::Incoming(_) | Kind::Full(_) => None,
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
         match self {
             Kind::Upstream(lease) => lease.is_end_stream(),

@@ -203,8 +203,8 @@ impl Pool {
         Ok(Box::new(Conn::new(self.open().await?)))
     }
 
-    fn put(&self, conn: Box<Conn>) {
-        let now = Instant::now();
+    /// Keeps `conn`, idle since `now`, for the next request.
+    fn put(&self, conn: Box<Conn>, now: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // Connections at the front have waited longest; close those past the
         // idle timeout here, so a pool that is always busy at the back still
@@ -239,6 +239,8 @@ pub struct Lease {
     // connection, not per request.
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
+    /// When the response body was read to its end.
+    ended_at: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -252,7 +254,11 @@ impl std::fmt::Debug for Lease {
 
 impl Lease {
     fn new(conn: Box<Conn>, pool: Arc<Pool>) -> Self {
-        Self { conn: Some(conn), pool }
+        Self {
+            conn: Some(conn),
+            pool,
+            ended_at: None,
+        }
     }
 
     /// Hands the sent request's header map to the connection, whose next
@@ -324,14 +330,24 @@ impl Lease {
         }
     }
 
-    /// Returns the connection to the pool if its exchange completed cleanly;
-    /// closes it otherwise.
+    /// The response body has been read to its end: notes when, and returns
+    /// the connection to the pool if its exchange completed cleanly (closes
+    /// it otherwise).
     fn release(&mut self) {
+        let now = std::time::Instant::now();
+        self.ended_at = Some(now);
         if let Some(conn) = self.conn.take() {
             if conn.reusable() {
-                self.pool.put(conn);
+                self.pool.put(conn, now.into());
             }
         }
+    }
+
+    /// When the response body was read to its end; `None` before, or if it
+    /// failed. Read once here, for the pool and for the layers above that
+    /// time the exchange.
+    pub fn ended_at(&self) -> Option<std::time::Instant> {
+        self.ended_at
     }
 }
 
@@ -380,7 +396,7 @@ mod tests {
             std::mem::size_of::<Conn>()
         );
         assert!(
-            std::mem::size_of::<Lease>() <= 16,
+            std::mem::size_of::<Lease>() <= 32,
             "Lease is {} bytes",
             std::mem::size_of::<Lease>()
         );

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{Activity, RequestGuard, TrackedBody};
+use crate::middleware::record_latency::Labelled;
 
 /// Wraps a service so each request counts as in flight on an [`Activity`].
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ pub struct TrackActivity<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for TrackActivity<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Labelled,
 {
     type Response = Response<TrackedBody<ResBody>>;
     type Error = S::Error;
@@ -74,6 +76,7 @@ pin_project! {
 impl<F, B, E> Future for TrackActivityFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Labelled,
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 

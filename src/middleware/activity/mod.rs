@@ -65,6 +65,7 @@ impl Activity {
         }
         RequestGuard {
             inner: self.inner.clone(),
+            ended: false,
         }
     }
 
@@ -105,18 +106,34 @@ impl Activity {
     }
 }
 
-/// Held while a request is in flight.
+/// Held while a request is in flight; dropping it ends the request now.
 #[derive(Debug)]
 pub struct RequestGuard {
     inner: Arc<Inner>,
+    ended: bool,
+}
+
+impl RequestGuard {
+    /// Ends the request at `at`: when its response ended, if that time was
+    /// read already (saving a clock read), else now.
+    pub fn end(mut self, at: Option<std::time::Instant>) {
+        self.finish(at.map_or_else(Instant::now, Instant::from_std));
+    }
+
+    fn finish(&mut self, at: Instant) {
+        self.ended = true;
+        let since = at.saturating_duration_since(self.inner.base);
+        let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.last_end.store(nanos, Ordering::Release);
+        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let now = Instant::now().saturating_duration_since(self.inner.base);
-        let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.last_end.store(nanos, Ordering::Release);
-        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !self.ended {
+            self.finish(Instant::now());
+        }
     }
 }
 
@@ -146,6 +163,27 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), early.first_request())
             .await
             .expect("already started");
+    }
+
+    #[test]
+    fn a_request_ends_when_its_response_did_not_when_the_guard_goes() {
+        let activity = Activity::new();
+        let guard = activity.begin();
+        assert_eq!(activity.in_flight(), 1);
+        let response_end = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        guard.end(Some(response_end));
+        assert_eq!(activity.in_flight(), 0);
+        assert_eq!(activity.last_end(), Instant::from_std(response_end));
+
+        // Without a known end, and when dropped: now.
+        let before = Instant::now();
+        activity.begin().end(None);
+        assert!(activity.last_end() >= before);
+        let before = Instant::now();
+        drop(activity.begin());
+        assert!(activity.last_end() >= before);
+        assert_eq!(activity.in_flight(), 0);
     }
 
     #[tokio::test(start_paused = true)]

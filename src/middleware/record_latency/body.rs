@@ -60,7 +60,10 @@ fn record<B: Labelled>(
     end: End,
 ) {
     let Some(metrics) = metrics.take() else { return };
-    let now = Instant::now();
+    let now = match end {
+        End::Complete => inner.ended_at().unwrap_or_else(Instant::now),
+        End::Error | End::ClientGone => Instant::now(),
+    };
     let exchange = Exchange {
         route: inner.route(),
         status,

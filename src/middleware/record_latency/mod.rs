@@ -12,7 +12,7 @@
 mod body;
 mod layer;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use body::RecordedBody;
 pub use layer::{RecordLatency, RecordLatencyFuture, RecordLatencyLayer};
@@ -27,6 +27,12 @@ pub trait Labelled {
     /// response; `None` until the upstream body has ended, or when the
     /// request never reached a backend.
     fn upstream_time(&self) -> Option<Duration>;
+
+    /// When the body was read to its end, if it was and the time was read
+    /// then: the layers use it rather than each reading the clock again.
+    fn ended_at(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// A response body that is also [`Labelled`] (one bound, for `pin_project!`).

@@ -42,6 +42,32 @@ pub(super) struct Scratch {
     pub(super) headers: Option<HeaderMap>,
     /// Field positions, between parsing and cutting the values out.
     spans: Vec<Span>,
+    /// The names of the last head's fields, in order, each with its
+    /// spelling. A backend tends to send the same fields, spelled the same
+    /// way, in the same order: each name is first compared with the one in
+    /// its place last time, and reused when the bytes are equal. That is a
+    /// `memcmp` of a few bytes, where `HeaderName::from_bytes` lowercases
+    /// the name and looks it up among the standard ones (and copies it into
+    /// an allocation when it is not one).
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl Scratch {
+    /// The name of field `index`, spelled `raw` in the head.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, ClientError> {
+        if let Some((spelled, name)) = self.names.get(index) {
+            if **spelled == *raw {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| ClientError::InvalidResponse("header name"))?;
+        let known = (raw.into(), name.clone());
+        match self.names.get_mut(index) {
+            Some(place) => *place = known,
+            None => self.names.push(known),
+        }
+        Ok(name)
+    }
 }
 
 /// Parses a response head at the start of `read`, taking it out of the
@@ -107,9 +133,9 @@ pub(super) fn parse_head(
     let (mut length, mut length_valid) = (None, true);
     // Whether the last transfer coding is chunked; `None` without any.
     let mut chunked_last = None;
-    for &[name_start, name_end, value_start, value_end] in &scratch.spans {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
-            .map_err(|_| ClientError::InvalidResponse("header name"))?;
+    for index in 0..scratch.spans.len() {
+        let [name_start, name_end, value_start, value_end] = scratch.spans[index];
+        let name = scratch.name(index, &head[name_start..name_end])?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| ClientError::InvalidResponse("header value"))?;
         if name == CONNECTION {
@@ -434,6 +460,29 @@ mod tests {
         assert_eq!(response.headers()["x-a"], "1");
         assert!(keep_alive);
         assert_eq!(decode_all(&mut body, &mut read), (b"hello".to_vec(), None, true));
+    }
+
+    #[test]
+    fn names_are_reused_only_where_they_match() {
+        let mut scratch = Scratch::default();
+        let mut names = |text: &str| {
+            let mut read = BytesMut::from(text);
+            match parse_head(&mut read, false, 64 * 1024, &mut scratch).expect("valid") {
+                Some(Head::Final { response, .. }) => response
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| format!("{name}={}", value.to_str().expect("ascii")))
+                    .collect::<Vec<_>>(),
+                _ => panic!("no final head"),
+            }
+        };
+        let first = names("HTTP/1.1 200 OK\r\nServer: a\r\nX-Custom: 1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(first, ["server=a", "x-custom=1", "content-length=0"]);
+        // Same names in other cases, then other names in the same places.
+        let again = names("HTTP/1.1 200 OK\r\nSERVER: b\r\nx-custom: 2\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(again, ["server=b", "x-custom=2", "content-length=0"]);
+        let other = names("HTTP/1.1 200 OK\r\nX-Custon: 3\r\nContent-Length: 0\r\nDate: d\r\nVary: v\r\n\r\n");
+        assert_eq!(other, ["x-custon=3", "content-length=0", "date=d", "vary=v"]);
     }
 
     #[test]
