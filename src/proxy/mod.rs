@@ -23,7 +23,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, HOST};
@@ -193,51 +193,190 @@ pub struct ProxyService {
 impl tower::Service<Request<Incoming>> for ProxyService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+    type Future = tracing::instrument::Instrumented<Forward>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
+    /// Routes the request, rewrites its head and encodes it for the
+    /// backend, here, synchronously: the future returned only exchanges it.
+    ///
+    /// The client's request head refers to hyper's read buffer, and hyper
+    /// reads ahead on the connection before it first polls this future (to
+    /// notice a client that leaves). Were the head still alive then, hyper
+    /// would have to allocate a new read buffer for every request; encoded
+    /// and dropped here, it leaves hyper the one it has. (This relies on the
+    /// server calling the service as soon as the request arrives; see
+    /// `server::CallAtOnce`.)
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        // One reference-count increment, as cloning an `Arc` would be.
         let shared = self.current.load_full();
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
-        let connection = self.connection.clone();
-        let (mut parts, body) = request.into_parts();
-        // Every request boxes this future and moves it a few times, so its
-        // size matters. The request head is captured here, by value, and
-        // lent (`&mut`) below: an `async fn` taking it by value would hold
-        // it twice (the argument, and the local it is moved into) for its
-        // whole life.
-        Box::pin(
-            async move {
-                let mut route = None;
-                let mut response = match shared.forward(&connection, &mut parts, body, &mut route).await {
-                    Ok(response) => response,
-                    Err(err) => err.into_response(),
-                };
-                response.body_mut().set_route(route);
-                tracing::debug!(status = response.status().as_u16(), "response headers");
-                Ok(response)
+        let mut route = None;
+        let stage = match shared.prepare(&self.connection, request, &mut route) {
+            Ok(Prepared::Pooled(pooled)) => Stage::Pooled {
+                send: pooled.send,
+                cluster: pooled.cluster,
+                backend: pooled.backend,
+                deadline: pooled.deadline,
+                sent: pooled.sent,
+                shared,
+                route,
+            },
+            // Upgrades are rare: boxed, their state does not enlarge every
+            // request's future.
+            Ok(Prepared::Upgrade(upgrade)) => {
+                let connection = self.connection.clone();
+                Stage::Upgrade {
+                    tunnel: Box::pin(async move {
+                        let cluster = &shared.clusters[upgrade.cluster];
+                        upgrade::tunnel(
+                            cluster,
+                            cluster.backend(upgrade.backend),
+                            *upgrade.request,
+                            upgrade.client_side,
+                            &connection.tunnels,
+                            shared.timeouts.connect,
+                            upgrade.header_timeout,
+                        )
+                        .await
+                    }),
+                    route,
+                }
             }
-            .instrument(span),
-        )
+            Err(error) => Stage::Failed {
+                error: Some(error),
+                route,
+            },
+        };
+        Forward(stage).instrument(span)
+    }
+}
+
+/// A request made ready for its backend by [`Shared::prepare`].
+enum Prepared {
+    /// For a pooled connection, with its exchange made (not yet started).
+    Pooled(Pooled),
+    /// A protocol upgrade, for hyper's client on a connection of its own.
+    Upgrade(Upgrade),
+}
+
+struct Pooled {
+    send: SendFuture,
+    cluster: usize,
+    backend: usize,
+    /// The whole-request deadline, if one is configured.
+    deadline: Option<Instant>,
+    /// When the exchange was made.
+    sent: std::time::Instant,
+}
+
+struct Upgrade {
+    cluster: usize,
+    backend: usize,
+    request: Box<Request<Incoming>>,
+    client_side: OnUpgrade,
+    header_timeout: std::time::Duration,
+}
+
+/// A pooled exchange: the response head and the lease streaming its body.
+type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Lease), SendError>> + Send>>;
+
+/// The response future of [`ProxyService`]: the exchange with the backend,
+/// or the error that stopped the request before one.
+pub struct Forward(Stage);
+
+enum Stage {
+    /// On a pooled connection.
+    Pooled {
+        send: SendFuture,
+        cluster: usize,
+        backend: usize,
+        deadline: Option<Instant>,
+        sent: std::time::Instant,
+        shared: Arc<Shared>,
+        route: Option<usize>,
+    },
+    /// Tunnelling a protocol upgrade.
+    Upgrade {
+        tunnel: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>,
+        route: Option<usize>,
+    },
+    /// Refused before reaching a backend.
+    Failed {
+        error: Option<ProxyError>,
+        route: Option<usize>,
+    },
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stage = match self.0 {
+            Stage::Pooled { .. } => "pooled",
+            Stage::Upgrade { .. } => "upgrade",
+            Stage::Failed { .. } => "failed",
+        };
+        f.debug_tuple("Forward").field(&stage).finish()
+    }
+}
+
+impl Future for Forward {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin` (the futures are boxed).
+        let (result, route) = match &mut self.get_mut().0 {
+            Stage::Pooled {
+                send,
+                cluster,
+                backend,
+                deadline,
+                sent,
+                shared,
+                route,
+            } => {
+                let result = match ready!(send.as_mut().poll(cx)) {
+                    Ok((response, lease)) => {
+                        let (mut parts, ()) = response.into_parts();
+                        headers::rewrite_response(&mut parts.headers, false);
+                        Ok(Response::from_parts(
+                            parts,
+                            ProxyBody::upstream(lease, *deadline, *sent),
+                        ))
+                    }
+                    Err(err) => Err(shared.classify(*cluster, shared.clusters[*cluster].backend(*backend), err)),
+                };
+                (result, *route)
+            }
+            Stage::Upgrade { tunnel, route } => (ready!(tunnel.as_mut().poll(cx)), *route),
+            Stage::Failed { error, route } => match error.take() {
+                Some(error) => (Err(error), *route),
+                // Polled again after completing: there is nothing more.
+                None => return Poll::Pending,
+            },
+        };
+        let mut response = result.unwrap_or_else(ProxyError::into_response);
+        response.body_mut().set_route(route);
+        tracing::debug!(status = response.status().as_u16(), "response headers");
+        Poll::Ready(Ok(response))
     }
 }
 
 impl Shared {
-    async fn forward(
+    /// Routes `request`, rewrites its head for the backend and encodes it,
+    /// then makes the exchange with the backend (not started: it is a
+    /// future). `route_slot` gets the route's metrics slot once routed.
+    fn prepare(
         &self,
         connection: &Connection,
-        parts: &mut http::request::Parts,
-        body: Incoming,
+        request: Request<Incoming>,
         route_slot: &mut Option<usize>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Prepared, ProxyError> {
+        let (mut parts, body) = request.into_parts();
         // The whole-request deadline, when one is configured (the clock is
         // read only then).
         let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
-        let (route, has_host) = self.route(parts)?;
+        let (route, has_host) = self.route(&parts)?;
         *route_slot = Some(route.metrics_slot);
         if let Some(limit) = route.max_body_bytes {
             // Known up front: refuse without reading the body or calling the backend.
@@ -245,69 +384,64 @@ impl Shared {
                 return Err(ProxyError::PayloadTooLarge { limit });
             }
         }
-        let cluster = &self.clusters[route.upstream];
-        let backend = cluster.pick();
+        let cluster_index = route.upstream;
+        let cluster = &self.clusters[cluster_index];
+        let backend_index = cluster.pick();
+        let backend = cluster.backend(backend_index);
 
-        // In a block of its own: a local whose scope spans an `.await`
-        // takes room in the future.
-        let (is_upgrade, added) = {
-            let upgrade = match parts.version {
-                Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
-                _ => None,
-            };
-            let is_upgrade = upgrade.is_some();
-            let added = headers::rewrite_request(
-                &mut parts.headers,
-                parts.version,
-                parts.uri.authority(),
-                &connection.client,
-                upgrade,
-            );
-            (is_upgrade, added)
+        let upgrade = match parts.version {
+            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
+            _ => None,
         };
+        let is_upgrade = upgrade.is_some();
+        let added = headers::rewrite_request(
+            &mut parts.headers,
+            parts.version,
+            parts.uri.authority(),
+            &connection.client,
+            upgrade,
+        );
         parts.version = Version::HTTP_11;
         let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
-
-        let header_timeout = match self.timeouts.request {
-            Some(limit) => self.timeouts.upstream_response_header.min(limit),
-            None => self.timeouts.upstream_response_header,
-        };
-
         parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
         if !has_host {
             // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
             parts.headers.insert(HOST, backend.host_header());
         }
+        let header_timeout = match self.timeouts.request {
+            Some(limit) => self.timeouts.upstream_response_header.min(limit),
+            None => self.timeouts.upstream_response_header,
+        };
 
         if is_upgrade {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
                 // hyper's client sends it: the added fields go into the map.
                 added.insert_into(&mut parts.headers);
-                // The rare path takes the head for itself, leaving an empty one.
-                let head = std::mem::replace(parts, Request::new(()).into_parts().0);
-                let request = Request::from_parts(head, body);
-                // Upgrades are rare: boxed, their state does not enlarge every request's future.
-                return Box::pin(upgrade::tunnel(
-                    cluster,
-                    backend,
-                    request,
+                return Ok(Prepared::Upgrade(Upgrade {
+                    cluster: cluster_index,
+                    backend: backend_index,
+                    request: Box::new(Request::from_parts(parts, body)),
                     client_side,
-                    &connection.tunnels,
-                    self.timeouts.connect,
                     header_timeout,
-                ))
-                .await;
+                }));
             }
         }
 
+        let has_body = !http_body::Body::is_end_stream(&body);
+        let request = http1::EncodedRequest::new(&parts, added, has_body, backend.head_buffer())
+            .map_err(|err| self.classify(cluster_index, backend, SendError::Http(err)))?;
+        // The head is encoded: its values (slices of hyper's read buffer) go,
+        // and the emptied map will hold the response's.
+        let mut headers = parts.headers;
+        headers.clear();
         let sent = std::time::Instant::now();
-        let (response, lease) = backend
-            .send(parts, added, body, sent, header_timeout, route.max_body_bytes)
-            .await
-            .map_err(|err| self.classify(route.upstream, backend, err))?;
-        let (mut parts, ()) = response.into_parts();
-        headers::rewrite_response(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, ProxyBody::upstream(lease, deadline, sent)))
+        Ok(Prepared::Pooled(Pooled {
+            send: Box::pin(backend.send(request, headers, body, sent, header_timeout, route.max_body_bytes)),
+            cluster: cluster_index,
+            backend: backend_index,
+            deadline,
+            sent,
+        }))
     }
 
     /// The route for a request, and whether it names its host (in `Host`

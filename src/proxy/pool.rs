@@ -15,15 +15,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use super::headers::Added;
-use super::http1::{ClientError, Conn};
+use super::http1::{ClientError, Conn, EncodedRequest};
 use super::upload::UploadBody;
 
 /// Why a request could not be sent or answered.
@@ -73,6 +72,10 @@ pub(super) struct Pool {
     /// Oldest at the front, most recently used at the back.
     idle: Mutex<VecDeque<Idle>>,
     max_idle: usize,
+    /// Emptied buffers to encode request heads into. Each exchange hands
+    /// its connection a buffer and takes back the one the connection had,
+    /// so once there is one per connection, none is allocated.
+    head_buffers: Mutex<Vec<Vec<u8>>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
     tls: Option<UpstreamTls>,
@@ -98,6 +101,7 @@ impl Pool {
         Self {
             addr,
             idle: Mutex::new(VecDeque::new()),
+            head_buffers: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -105,53 +109,54 @@ impl Pool {
         }
     }
 
-    /// Sends a request (origin-form URI) on an idle connection, or a new one
-    /// when none is idle, and reads the response head. The returned
-    /// [`Lease`] must travel with the response: it streams the body, drives
-    /// the connection and returns it to the pool when the body ends.
-    /// A body over `max_body` bytes fails the exchange with
-    /// [`SendError::Http`] caused by [`super::upload::TooLarge`].
+    /// Sends an encoded request and its body on an idle connection, or a new
+    /// one when none is idle, and reads the response head into `headers`
+    /// (an emptied map, whose storage is reused). The returned [`Lease`]
+    /// must travel with the response: it streams the body, drives the
+    /// connection and returns it to the pool when the body ends. A body over
+    /// `max_body` bytes fails the exchange with [`SendError::Http`] caused by
+    /// [`super::upload::TooLarge`].
     ///
     /// A plain function returning an `async` block rather than an `async fn`,
     /// which would keep each argument twice (as argument, and as the local
-    /// it is moved into) in a future that every request boxes and moves.
-    pub(super) fn send<'a>(
-        self: &'a Arc<Self>,
-        head: &'a mut http::request::Parts,
-        added: Added<'a>,
+    /// it is moved into) in a future that every request moves.
+    pub(super) fn send(
+        self: &Arc<Self>,
+        request: EncodedRequest,
+        headers: http::HeaderMap,
         body: Incoming,
         now: Instant,
         response_timeout: Duration,
         max_body: Option<u64>,
-    ) -> impl Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'a {
+    ) -> impl Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'static {
         let body = (!body.is_end_stream()).then(|| UploadBody::new(body, max_body));
-        // Without a body the request is whole in its head, which can be sent
-        // again; with one, what the backend consumed is gone.
-        let resendable = body.is_none() && is_idempotent(&head.method);
+        let pool = self.clone();
         async move {
-            let (conn, reused) = match self.checkout(now).await {
+            let (conn, reused) = match pool.checkout(now).await {
                 Some(conn) => (conn, true),
                 // Connecting is the rare path: boxing it keeps the future that
                 // every request builds and moves small.
-                None => (Box::pin(self.connect()).await?, false),
+                None => (Box::pin(pool.connect()).await?, false),
             };
-            let mut lease = Lease::new(conn, self.clone());
-            let timing = lease.start(head, added, body)?;
+            let mut lease = Lease::new(conn, pool.clone());
+            let timing = lease.start(request, headers, body)?;
             let response = match lease.response(now, timing, response_timeout).await {
                 Ok(response) => response,
                 // A pooled connection the backend closed as it was taken (its
                 // idle timeout racing ours): no response came, so a fresh
-                // connection may try once.
-                Err(SendError::Http(ClientError::Closed | ClientError::Io(_)))
-                    if reused && resendable && !lease.answered() =>
-                {
-                    lease = Lease::new(Box::pin(self.connect()).await?, self.clone());
-                    let timing = lease.start(head, added, None)?;
-                    lease.response(Instant::now(), timing, response_timeout).await?
+                // connection may try once, if the request can be sent again.
+                Err(SendError::Http(ClientError::Closed | ClientError::Io(_))) if reused && !lease.answered() => {
+                    match lease.take_request() {
+                        Some(request) => {
+                            lease = Lease::new(Box::pin(pool.connect()).await?, pool);
+                            let timing = lease.start(request, http::HeaderMap::new(), None)?;
+                            lease.response(Instant::now(), timing, response_timeout).await?
+                        }
+                        None => return Err(SendError::Http(ClientError::Closed)),
+                    }
                 }
                 Err(err) => return Err(err),
             };
-            lease.recycle(std::mem::take(&mut head.headers));
             Ok((response, lease))
         }
     }
@@ -203,6 +208,29 @@ impl Pool {
         Ok(Box::new(Conn::new(self.open().await?)))
     }
 
+    /// A buffer to encode a request head into: a spare one, or a new one.
+    pub(super) fn head_buffer(&self) -> Vec<u8> {
+        self.head_buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` for another request head, unless enough are kept or
+    /// it grew large (a head with big cookies): kept ones stay allocated.
+    fn keep_head_buffer(&self, mut buffer: Vec<u8>) {
+        const LARGEST_KEPT: usize = 4096;
+        if buffer.capacity() == 0 || buffer.capacity() > LARGEST_KEPT {
+            return;
+        }
+        buffer.clear();
+        let mut spare = self.head_buffers.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < self.max_idle {
+            spare.push(buffer);
+        }
+    }
+
     /// Keeps `conn`, idle since `now`, for the next request.
     fn put(&self, conn: Box<Conn>, now: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -219,15 +247,6 @@ impl Pool {
             idle.push_back(Idle { conn, since: now });
         }
     }
-}
-
-/// Methods whose request may be sent twice with the effect of once
-/// (RFC 9110 section 9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// A connection checked out for one exchange; as the response body, it
@@ -261,31 +280,32 @@ impl Lease {
         }
     }
 
-    /// Hands the sent request's header map to the connection, whose next
-    /// response reuses its storage.
-    fn recycle(&mut self, headers: http::HeaderMap) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.recycle(headers);
-        }
-    }
-
     fn answered(&self) -> bool {
         self.conn.as_ref().is_some_and(|conn| conn.answered())
     }
 
-    /// Starts sending the request (see `Conn::start`); returns whether the
+    /// The request back from a connection that failed, to send it on
+    /// another (see `Conn::take_request`).
+    fn take_request(&mut self) -> Option<EncodedRequest> {
+        self.conn.as_mut().and_then(|conn| conn.take_request())
+    }
+
+    /// Starts sending the request (see `Conn::start`), with `headers` (an
+    /// emptied map) to read the response head into; returns whether the
     /// response timeout may start at once (a request without a body).
     fn start(
         &mut self,
-        head: &http::request::Parts,
-        added: Added<'_>,
+        request: EncodedRequest,
+        headers: http::HeaderMap,
         body: Option<UploadBody>,
     ) -> Result<bool, SendError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::Http(ClientError::Closed));
         };
         let timing = body.is_none();
-        conn.start(head, added, body)?;
+        conn.recycle(headers);
+        let spare = conn.start(request, body);
+        self.pool.keep_head_buffer(spare);
         Ok(timing)
     }
 
@@ -386,6 +406,34 @@ impl Body for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_buffers_are_reused_within_bounds() {
+        let pool = Pool::new(
+            "127.0.0.1:9".parse().expect("address"),
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            None,
+        );
+        assert_eq!(pool.head_buffer().capacity(), 0, "none kept yet: a new one");
+        let mut used = Vec::with_capacity(300);
+        used.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        pool.keep_head_buffer(used);
+        let again = pool.head_buffer();
+        assert!(again.is_empty() && again.capacity() >= 300, "kept, emptied");
+
+        // Large ones go, and no more than `max_idle` are kept.
+        pool.keep_head_buffer(Vec::with_capacity(64 * 1024));
+        assert_eq!(pool.head_buffer().capacity(), 0);
+        for _ in 0..5 {
+            pool.keep_head_buffer(Vec::with_capacity(100));
+        }
+        let kept = std::iter::from_fn(|| Some(pool.head_buffer()))
+            .take_while(|buffer| buffer.capacity() > 0)
+            .count();
+        assert_eq!(kept, 2);
+    }
 
     #[test]
     fn a_lease_is_small_enough_to_move_cheaply() {

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 pub use super::pool::Lease;
 use rustls::pki_types::ServerName;
 
-use super::headers::Added;
+use super::http1::EncodedRequest;
 use super::pool::{self, Pool, SendError};
 use crate::balance::RoundRobin;
 use crate::config;
@@ -41,25 +41,30 @@ impl Backend {
         self.pool.open().await
     }
 
-    /// Sends a request (`head` with an origin-form URI, the fields tailcut
-    /// adds to it, and `body`) on a pooled connection; `response_timeout` counts from when the request
-    /// and its body are sent. `now` is the time the caller read just before:
-    /// the pool's idle check and the response timer use it instead of
-    /// reading the clock again.
-    ///
-    /// Not an `async fn`: that would be one more level of future, holding
-    /// its own copy of the arguments, in the future every request boxes.
-    pub fn send<'a>(
-        &'a self,
-        head: &'a mut http::request::Parts,
-        added: Added<'a>,
+    /// An empty buffer to encode a request head into (see [`Backend::send`]),
+    /// reused from an earlier request when there is one.
+    pub(super) fn head_buffer(&self) -> Vec<u8> {
+        self.pool.head_buffer()
+    }
+
+    /// Sends an encoded request and its body on a pooled connection, and
+    /// reads the response head into `headers` (an emptied map whose storage
+    /// is reused); `response_timeout` counts from when the request and its
+    /// body are sent. `now` is the time the caller read just before: the
+    /// pool's idle check and the response timer use it instead of reading
+    /// the clock again. The future borrows nothing, so the request's own
+    /// future can hold it without holding what it came from.
+    pub(super) fn send(
+        &self,
+        request: EncodedRequest,
+        headers: http::HeaderMap,
         body: Incoming,
         now: std::time::Instant,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
-    ) -> impl std::future::Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'static {
         self.pool
-            .send(head, added, body, now.into(), response_timeout, max_body)
+            .send(request, headers, body, now.into(), response_timeout, max_body)
     }
 }
 
@@ -127,8 +132,13 @@ impl Cluster {
         self.definition == *upstream && self.connect_timeout == timeouts.connect
     }
 
-    /// The backend for the next request.
-    pub fn pick(&self) -> &Backend {
-        &self.backends[self.balancer.pick(self.backends.len())]
+    /// The index of the backend for the next request.
+    pub fn pick(&self) -> usize {
+        self.balancer.pick(self.backends.len())
+    }
+
+    /// Backend `index` (from [`Cluster::pick`]).
+    pub fn backend(&self, index: usize) -> &Backend {
+        &self.backends[index]
     }
 }

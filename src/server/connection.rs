@@ -21,13 +21,13 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::call_at_once::CallAtOnce;
 use super::gated::Gated;
 use super::listener::Gate;
 use super::write_timeout::WriteTimeout;
@@ -150,7 +150,7 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
-    let service = TowerToHyperService::new(middleware::stack(
+    let service = CallAtOnce(middleware::stack(
         on.shared
             .proxy
             .service_for(peer, proto, Tunnels::new(on.shared.tasks.clone(), on.hold.clone())),

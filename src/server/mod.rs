@@ -8,6 +8,7 @@
 //! `signals.rs`). This module owns sockets and connection lifetimes; it must
 //! not look inside requests (that is `proxy`).
 
+mod call_at_once;
 mod connection;
 mod gated;
 mod listener;

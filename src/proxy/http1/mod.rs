@@ -39,9 +39,9 @@ use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
-use super::headers::Added;
 use super::pool::UpstreamIo;
 use super::upload::{UploadBody, UploadError};
+pub(super) use request::EncodedRequest;
 use response::{Head, ResponseBody, Step};
 
 /// Read buffer reserved for a response head, and the most bytes read at once
@@ -93,6 +93,9 @@ pub(super) struct Conn {
     body: Option<ResponseBody>,
     /// The exchange was a HEAD request, whose response has no body.
     head_request: bool,
+    /// The request may be sent again on another connection
+    /// ([`EncodedRequest::resendable`]); its encoded head is then kept.
+    resendable: bool,
     /// The backend's response allows another exchange on this connection.
     keep_alive: bool,
     /// A byte of a response arrived for the exchange in progress.
@@ -118,6 +121,7 @@ impl Conn {
             write_failed: None,
             body: None,
             head_request: false,
+            resendable: false,
             keep_alive: true,
             answered: false,
             yielded_for_continue: false,
@@ -126,32 +130,43 @@ impl Conn {
         }
     }
 
-    /// Keeps `headers` (a sent request's), emptied, for the next response.
-    pub(super) fn recycle(&mut self, mut headers: http::HeaderMap) {
-        headers.clear();
+    /// Keeps `headers` (the request's map, emptied) to parse the response
+    /// head into.
+    pub(super) fn recycle(&mut self, headers: http::HeaderMap) {
+        debug_assert!(headers.is_empty());
         self.scratch.headers = Some(headers);
     }
 
-    /// Starts an exchange: serializes the request head (with the fields
-    /// tailcut adds, and the body's framing) to be written on the next poll. `body` is `None` for a
-    /// request without one.
-    pub(super) fn start(
-        &mut self,
-        head: &http::request::Parts,
-        added: Added<'_>,
-        body: Option<UploadBody>,
-    ) -> Result<(), ClientError> {
-        let framing = request::framing(&head.headers, body.is_some())?;
-        request::encode_head(self.out.begin(), head, added, framing);
-        self.upload = body.map(|body| request::BodyWriter::new(body, framing));
+    /// Starts an exchange: `request`'s head is written on the next poll,
+    /// then `body` (`None` for a request without one). Returns the buffer
+    /// of the last exchange's head, for another request to encode into.
+    pub(super) fn start(&mut self, request: EncodedRequest, body: Option<UploadBody>) -> Vec<u8> {
+        self.out.clear();
+        let spare = std::mem::replace(&mut self.out.encoded, request.head);
+        self.upload = body.map(|body| request::BodyWriter::new(body, request.framing));
         self.sent = false;
         self.write_failed = None;
         self.body = None;
-        self.head_request = head.method == http::Method::HEAD;
+        self.head_request = request.head_request;
+        self.resendable = request.resendable;
         self.keep_alive = true;
         self.answered = false;
         self.yielded_for_continue = false;
-        Ok(())
+        spare
+    }
+
+    /// Takes back the request `start` was given, to send it on another
+    /// connection; `None` if it had a body (whose bytes are gone).
+    pub(super) fn take_request(&mut self) -> Option<EncodedRequest> {
+        if !self.resendable {
+            return None;
+        }
+        Some(EncodedRequest {
+            head: std::mem::take(&mut self.out.encoded),
+            framing: request::Framing::Empty,
+            head_request: self.head_request,
+            resendable: true,
+        })
     }
 
     /// Polls the response timer, set to `deadline`.

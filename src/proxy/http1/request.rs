@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, HOST};
-use http::request;
+use http::{request, Method};
 use http_body::Body;
 
 use super::{ClientError, Outgoing};
@@ -24,6 +24,65 @@ pub(super) enum Framing {
     /// `Transfer-Encoding: chunked`, added by the proxy: the length is not
     /// known (a chunked or HTTP/2 client body without `Content-Length`).
     Chunked,
+}
+
+/// A request head encoded for a backend, with what sending it needs to know.
+///
+/// Encoded as soon as the proxy has the request, before a connection is
+/// taken: the client's head refers to hyper's read buffer, and letting go of
+/// it early lets hyper read the next request into the same memory.
+#[derive(Debug)]
+pub(in crate::proxy) struct EncodedRequest {
+    pub(super) head: Vec<u8>,
+    pub(super) framing: Framing,
+    /// A HEAD request, whose response has no body.
+    pub(super) head_request: bool,
+    /// Without a body and idempotent: may be sent again on another
+    /// connection if the first failed before any response (RFC 9110
+    /// section 9.2.2).
+    pub(in crate::proxy) resendable: bool,
+}
+
+impl EncodedRequest {
+    /// Encodes `head` (origin-form URI, headers rewritten) with the fields
+    /// tailcut adds into `buffer` (an empty one, to reuse its memory);
+    /// `has_body` says whether a body follows.
+    pub(in crate::proxy) fn new(
+        head: &request::Parts,
+        added: Added<'_>,
+        has_body: bool,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self, ClientError> {
+        let framing = framing(&head.headers, has_body)?;
+        // Room for the whole head, so that the buffer grows at most once.
+        let fields: usize = head
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                // `X-Forwarded-Host` repeats `Host`.
+                let repeated = if name == HOST { value.len() } else { 0 };
+                name.as_str().len() + value.len() + 4 + repeated
+            })
+            .sum();
+        buffer.clear();
+        buffer.reserve(head.uri.path_and_query().map_or(1, |p| p.as_str().len()) + fields + 192);
+        encode_head(&mut buffer, head, added, framing);
+        Ok(EncodedRequest {
+            head: buffer,
+            framing,
+            head_request: head.method == Method::HEAD,
+            resendable: !has_body && is_idempotent(&head.method),
+        })
+    }
+}
+
+/// Methods whose request may be sent twice with the effect of once
+/// (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 /// The framing for a request whose headers are `headers` (hop-by-hop ones

@@ -36,7 +36,7 @@ type Span = [usize; 4];
 /// connection so that no head pays for it again.
 #[derive(Default)]
 pub(super) struct Scratch {
-    /// An emptied header map (the last request's) to parse the next head
+    /// An emptied header map (the request's) to parse the response head
     /// into: its storage is reused, not allocated anew, as hyper's client
     /// does.
     pub(super) headers: Option<HeaderMap>,
