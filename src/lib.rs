@@ -23,10 +23,12 @@
 //!   `/metrics`, `/latency`, `/live` and `/ready`.
 //!
 //! A request's path: `server` accepts a connection and hands each request to
-//! the `middleware` stack, whose innermost service is [`proxy::Proxy`]. The
-//! proxy picks a route, rewrites headers, picks a backend through `balance`,
-//! sends the request on a pooled connection and streams the response body back
-//! frame by frame, without collecting or copying it.
+//! the `middleware` stack as soon as hyper has read it; the stack's innermost
+//! service is [`proxy::Proxy`]'s. At once, the proxy picks a route, picks a
+//! backend through `balance`, rewrites the headers and encodes the request
+//! for the backend; the request's future then sends it on a pooled
+//! connection and streams the response body back frame by frame, without
+//! collecting or copying it.
 
 pub mod balance;
 pub mod cli;

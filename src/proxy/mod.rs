@@ -214,12 +214,8 @@ impl tower::Service<Request<Incoming>> for ProxyService {
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
         let mut route = None;
         let stage = match shared.prepare(&self.connection, request, &mut route) {
-            Ok(Prepared::Pooled(pooled)) => Stage::Pooled {
-                send: pooled.send,
-                cluster: pooled.cluster,
-                backend: pooled.backend,
-                deadline: pooled.deadline,
-                sent: pooled.sent,
+            Ok(Prepared::Pooled(exchange)) => Stage::Pooled {
+                exchange,
                 shared,
                 route,
             },
@@ -261,6 +257,7 @@ enum Prepared {
     Upgrade(Upgrade),
 }
 
+/// An exchange on a pooled connection, and what its outcome is read with.
 struct Pooled {
     send: SendFuture,
     cluster: usize,
@@ -289,11 +286,7 @@ pub struct Forward(Stage);
 enum Stage {
     /// On a pooled connection.
     Pooled {
-        send: SendFuture,
-        cluster: usize,
-        backend: usize,
-        deadline: Option<Instant>,
-        sent: std::time::Instant,
+        exchange: Pooled,
         shared: Arc<Shared>,
         route: Option<usize>,
     },
@@ -327,24 +320,21 @@ impl Future for Forward {
         // Every field is `Unpin` (the futures are boxed).
         let (result, route) = match &mut self.get_mut().0 {
             Stage::Pooled {
-                send,
-                cluster,
-                backend,
-                deadline,
-                sent,
+                exchange,
                 shared,
                 route,
             } => {
-                let result = match ready!(send.as_mut().poll(cx)) {
+                let result = match ready!(exchange.send.as_mut().poll(cx)) {
                     Ok((response, lease)) => {
                         let (mut parts, ()) = response.into_parts();
                         headers::rewrite_response(&mut parts.headers, false);
-                        Ok(Response::from_parts(
-                            parts,
-                            ProxyBody::upstream(lease, *deadline, *sent),
-                        ))
+                        let body = ProxyBody::upstream(lease, exchange.deadline, exchange.sent);
+                        Ok(Response::from_parts(parts, body))
                     }
-                    Err(err) => Err(shared.classify(*cluster, shared.clusters[*cluster].backend(*backend), err)),
+                    Err(err) => {
+                        let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
+                        Err(shared.classify(exchange.cluster, backend, err))
+                    }
                 };
                 (result, *route)
             }

@@ -145,15 +145,13 @@ impl Pool {
                 // A pooled connection the backend closed as it was taken (its
                 // idle timeout racing ours): no response came, so a fresh
                 // connection may try once, if the request can be sent again.
-                Err(SendError::Http(ClientError::Closed | ClientError::Io(_))) if reused && !lease.answered() => {
-                    match lease.take_request() {
-                        Some(request) => {
-                            lease = Lease::new(Box::pin(pool.connect()).await?, pool);
-                            let timing = lease.start(request, http::HeaderMap::new(), None)?;
-                            lease.response(Instant::now(), timing, response_timeout).await?
-                        }
-                        None => return Err(SendError::Http(ClientError::Closed)),
-                    }
+                Err(err @ SendError::Http(ClientError::Closed | ClientError::Io(_))) if reused && !lease.answered() => {
+                    let Some(request) = lease.take_request() else {
+                        return Err(err);
+                    };
+                    lease = Lease::new(Box::pin(pool.connect()).await?, pool);
+                    let timing = lease.start(request, http::HeaderMap::new(), None)?;
+                    lease.response(Instant::now(), timing, response_timeout).await?
                 }
                 Err(err) => return Err(err),
             };
