@@ -201,21 +201,19 @@ impl Added<'_> {
 
     /// Inserts the added fields into `headers`, the request's rewritten map.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
+        // A copy, so that the map can change while it is read.
         let host = headers.get(HOST).cloned();
-        let mut added = Vec::with_capacity(4);
         self.for_each(host.as_ref(), |name, value| {
             // Each value came from a `HeaderValue` or is a static string.
-            if let Ok(value) = HeaderValue::from_bytes(value) {
-                added.push((name.clone(), value));
-            }
-        });
-        for (name, value) in added {
+            let Ok(value) = HeaderValue::from_bytes(value) else {
+                return;
+            };
             if name == VIA {
                 headers.append(name, value);
             } else {
                 headers.insert(name, value);
             }
-        }
+        });
     }
 }
 

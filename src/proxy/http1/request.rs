@@ -87,7 +87,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// The framing for a request whose headers are `headers` (hop-by-hop ones
 /// already removed, so no `Transfer-Encoding`).
-pub(super) fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, ClientError> {
+fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, ClientError> {
     if !headers.contains_key(CONTENT_LENGTH) {
         return Ok(if has_body { Framing::Chunked } else { Framing::Empty });
     }
@@ -103,7 +103,7 @@ pub(super) fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, Cl
 /// Serializes the request line and headers into `out`: the client's fields
 /// as rewritten, then those tailcut adds. The target is the URI as the proxy
 /// rewrote it (origin form).
-pub(super) fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: Added<'_>, framing: Framing) {
+fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: Added<'_>, framing: Framing) {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
