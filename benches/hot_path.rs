@@ -26,6 +26,7 @@ fn routes(n: usize) -> Vec<Route> {
             path_prefix: format!("/api/v{i}/"),
             upstream: "u".into(),
             max_body_bytes: None,
+            upgrades: Vec::new(),
         })
         .chain(std::iter::once(Route {
             name: "fallback".into(),
@@ -33,6 +34,7 @@ fn routes(n: usize) -> Vec<Route> {
             path_prefix: "/".into(),
             upstream: "u".into(),
             max_body_bytes: None,
+            upgrades: Vec::new(),
         }))
         .collect()
 }

@@ -70,6 +70,9 @@ type Route struct {
 	Upstream   string
 	// MaxBodyBytes is the largest request body accepted; 0: no limit.
 	MaxBodyBytes int64
+	// Upgrades lists the protocols (lower-case) a client may switch to
+	// through this route; any other Upgrade is dropped before forwarding.
+	Upgrades []string
 }
 
 // Upstream is a cluster of interchangeable backends, used round-robin.
@@ -132,11 +135,12 @@ type fileSchema struct {
 		} `toml:"tls"`
 	} `toml:"listeners"`
 	Routes []struct {
-		Name         string  `toml:"name"`
-		Host         *string `toml:"host"`
-		PathPrefix   *string `toml:"path_prefix"`
-		Upstream     string  `toml:"upstream"`
-		MaxBodyBytes *int64  `toml:"max_body_bytes"`
+		Name         string    `toml:"name"`
+		Host         *string   `toml:"host"`
+		PathPrefix   *string   `toml:"path_prefix"`
+		Upstream     string    `toml:"upstream"`
+		MaxBodyBytes *int64    `toml:"max_body_bytes"`
+		Upgrades     *[]string `toml:"upgrades"`
 	} `toml:"routes"`
 	Upstreams map[string]struct {
 		Backends          []string `toml:"backends"`
@@ -394,9 +398,33 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 			}
 			route.MaxBodyBytes = *r.MaxBodyBytes
 		}
+		route.Upgrades = []string{"websocket"}
+		if r.Upgrades != nil {
+			route.Upgrades = nil
+			for j, protocol := range *r.Upgrades {
+				if !validToken(protocol) {
+					return nil, v.fail(fmt.Sprintf("%s.upgrades[%d]", key, j),
+						"%q is not a protocol name (a token such as \"websocket\", without a version)", protocol)
+				}
+				route.Upgrades = append(route.Upgrades, strings.ToLower(protocol))
+			}
+		}
 		c.Routes = append(c.Routes, route)
 	}
 	return c, nil
+}
+
+// validToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // duration parses Go's duration syntax ("250ms", "10s", "2m", "1h30m"), which

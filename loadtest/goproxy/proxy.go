@@ -135,6 +135,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ex := exchangeFrom(r.Context()); ex != nil {
 		ex.route = rt.index
 	}
+	// A client may switch only to the protocols its route lists; any other
+	// Upgrade is dropped and the request forwarded as a plain one, so a
+	// backend's 101 to it fails ReverseProxy's check (502).
+	if up := r.Header.Get("Upgrade"); up != "" && !upgradeAllowed(up, rt.Upgrades) {
+		r.Header.Del("Upgrade")
+	}
 	if limit := rt.MaxBodyBytes; limit > 0 {
 		// Known up front: refused without reading the body or calling the
 		// backend. Otherwise counted as it streams: reading past the limit
@@ -162,6 +168,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(ctx)
 	}
 	rt.cluster.proxy.ServeHTTP(w, r)
+}
+
+// upgradeAllowed reports whether an Upgrade value offers a protocol in
+// allowed, compared by name ("websocket" allows "WebSocket/13").
+func upgradeAllowed(upgrade string, allowed []string) bool {
+	for _, token := range strings.Split(upgrade, ",") {
+		name, _, _ := strings.Cut(strings.TrimSpace(token), "/")
+		for _, a := range allowed {
+			if strings.EqualFold(name, a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // countHeaders counts header fields as they arrived, Host included (net/http

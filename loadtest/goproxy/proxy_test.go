@@ -33,6 +33,25 @@ func TestWithoutPort(t *testing.T) {
 	}
 }
 
+func TestUpgradeAllowedComparesProtocolNames(t *testing.T) {
+	cases := []struct {
+		upgrade string
+		allowed []string
+		want    bool
+	}{
+		{"websocket", []string{"websocket"}, true},
+		{"WebSocket/13", []string{"websocket"}, true},
+		{"h2c", []string{"websocket"}, false},
+		{"h2c, websocket", []string{"websocket"}, true},
+		{"websocket", nil, false},
+	}
+	for _, c := range cases {
+		if got := upgradeAllowed(c.upgrade, c.allowed); got != c.want {
+			t.Errorf("upgradeAllowed(%q, %q) = %v, want %v", c.upgrade, c.allowed, got, c.want)
+		}
+	}
+}
+
 func TestFirstMatchingRouteWins(t *testing.T) {
 	p := &Proxy{routes: []route{
 		{Route: Route{Name: "api", Host: "api.test", PathPrefix: "/v1/"}},

@@ -165,6 +165,10 @@ pub struct Route {
     /// 413, decided from Content-Length when there is one, otherwise as the
     /// body streams.
     pub max_body_bytes: Option<u64>,
+    /// Protocols a client may switch to through this route (`Upgrade`),
+    /// lower-case; the connection is then tunnelled. Any other `Upgrade`
+    /// is dropped and the request forwarded as a plain one.
+    pub upgrades: Vec<String>,
 }
 
 /// A cluster of interchangeable backends.
@@ -444,12 +448,21 @@ impl Validator<'_> {
                         })
                     })
                     .transpose()?;
+                let upgrades = match route.upgrades {
+                    None => vec!["websocket".to_owned()],
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(j, protocol)| self.protocol(protocol, &format!("{key}.upgrades[{j}]")))
+                        .collect::<Result<_, _>>()?,
+                };
                 Ok(Route {
                     name,
                     host,
                     path_prefix,
                     upstream: route.upstream.into_inner(),
                     max_body_bytes,
+                    upgrades,
                 })
             })
             .collect()
@@ -530,6 +543,24 @@ impl Validator<'_> {
             ));
         }
         Ok(host.to_ascii_lowercase())
+    }
+
+    /// A protocol name as `Upgrade` carries it: an HTTP token (RFC 9110
+    /// section 5.6.2), without a version.
+    fn protocol(&self, raw: &Spanned<String>, key: &str) -> Result<String, Invalid> {
+        let name = raw.get_ref();
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            return Err(self.locator.error(
+                Some(raw.span()),
+                key,
+                format!("{name:?} is not a protocol name (a token such as \"websocket\", without a version)"),
+            ));
+        }
+        Ok(name.to_ascii_lowercase())
     }
 
     fn socket_addr(&self, raw: &Spanned<String>, key: &str) -> Result<SocketAddr, Invalid> {
@@ -672,6 +703,30 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(
             error(&zero),
             "t.toml:9:18: routes[0].max_body_bytes: 0 must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn upgrades_default_to_websocket_and_must_be_tokens() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        assert_eq!(config.routes[0].upgrades, ["websocket"]);
+        let listed = MINIMAL.replace(
+            "upstream = \"app\"",
+            "upstream = \"app\"\nupgrades = [\"WebSocket\", \"x-feed\"]",
+        );
+        let config = parse(Path::new("t.toml"), &listed).expect("valid");
+        assert_eq!(config.routes[0].upgrades, ["websocket", "x-feed"]);
+        let none = MINIMAL.replace("upstream = \"app\"", "upstream = \"app\"\nupgrades = []");
+        assert!(parse(Path::new("t.toml"), &none).expect("valid").routes[0]
+            .upgrades
+            .is_empty());
+        let versioned = MINIMAL.replace(
+            "upstream = \"app\"",
+            "upstream = \"app\"\nupgrades = [\"h2c\", \"websocket/13\"]",
+        );
+        assert_eq!(
+            error(&versioned),
+            "t.toml:9:20: routes[0].upgrades[1]: \"websocket/13\" is not a protocol name (a token such as \"websocket\", without a version)"
         );
     }
 

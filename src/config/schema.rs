@@ -104,6 +104,7 @@ pub(crate) struct Route {
     pub path_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub max_body_bytes: Option<Spanned<i64>>,
+    pub upgrades: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

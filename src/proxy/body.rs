@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::headers;
 use super::http1::ClientError;
 use super::pool::Lease;
 use crate::middleware::record_latency::Labelled;
@@ -23,12 +24,13 @@ use crate::middleware::record_latency::Labelled;
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// The backend's connection failed mid-body.
+    /// (The cause is said in the text, not repeated as a `source`.)
     #[error("upstream body: {0}")]
-    Upstream(#[from] ClientError),
+    Upstream(ClientError),
     /// The same, on a connection hyper's client ran (an upgrade the backend
     /// declined).
     #[error("upstream body: {0}")]
-    UpstreamHyper(#[from] hyper::Error),
+    UpstreamHyper(hyper::Error),
     /// The whole-request timeout (`timeouts.request`) expired mid-body.
     #[error("request timeout expired while streaming the response body")]
     Deadline,
@@ -130,11 +132,16 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let frame = match &mut this.kind {
-            Kind::Upstream(lease) => Pin::new(lease).poll_frame(cx).map_err(BodyError::from),
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+        let mut frame = match &mut this.kind {
+            Kind::Upstream(lease) => Pin::new(lease).poll_frame(cx).map_err(BodyError::Upstream),
+            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::UpstreamHyper),
             Kind::Full(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
+        if let Poll::Ready(Some(Ok(frame))) = &mut frame {
+            if let Some(trailers) = frame.trailers_mut() {
+                headers::filter_trailers(trailers);
+            }
+        }
         if frame.is_pending() {
             if let Some(deadline) = this.deadline.as_mut() {
                 ready!(deadline.as_mut().poll(cx));

@@ -24,6 +24,24 @@ pub enum Fault {
     Internal,
 }
 
+/// What an upstream timeout was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The TCP connection (and TLS handshake, for a TLS upstream).
+    Connect,
+    /// The response head, once the request was sent.
+    ResponseHeaders,
+}
+
+impl Phase {
+    fn describe(self, after: Duration) -> String {
+        match self {
+            Phase::Connect => format!("connect timed out after {after:?}"),
+            Phase::ResponseHeaders => format!("no response within {after:?}"),
+        }
+    }
+}
+
 /// A request tailcut could not forward.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -49,15 +67,27 @@ pub enum ProxyError {
         cause: String,
     },
     /// Connecting to the backend, or waiting for its response headers, took too long.
-    #[error("upstream {upstream} ({backend}): no response within {after:?}")]
+    #[error("upstream {upstream} ({backend}): {}", phase.describe(*after))]
     UpstreamTimeout {
         /// The cluster name.
         upstream: String,
         /// The backend address.
         backend: String,
+        /// What was being waited for.
+        phase: Phase,
         /// The timeout that expired.
         after: Duration,
     },
+    /// The client's request body broke its own framing (a malformed chunk,
+    /// a body cut short) while it was being forwarded.
+    #[error("request body from the client: {cause}")]
+    ClientBody {
+        /// What hyper's parser said.
+        cause: String,
+    },
+    /// The request uses a transfer coding tailcut does not forward.
+    #[error("transfer coding not implemented: {0}")]
+    NotImplemented(&'static str),
     /// The request body is larger than the route allows.
     #[error("request body over the route's limit of {limit} bytes")]
     PayloadTooLarge {
@@ -79,7 +109,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -90,9 +121,11 @@ impl ProxyError {
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::NoRoute { .. } | ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. } => {
-                Fault::Downstream
-            }
+            ProxyError::NoRoute { .. }
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::NotImplemented(_)
+            | ProxyError::PayloadTooLarge { .. } => Fault::Downstream,
             ProxyError::UpstreamFailed { .. } | ProxyError::UpstreamTimeout { .. } => Fault::Upstream,
             ProxyError::Overloaded { .. } => Fault::Internal,
         }
@@ -112,6 +145,7 @@ impl ProxyError {
             StatusCode::NOT_FOUND => "no route\n",
             StatusCode::BAD_REQUEST => "bad request\n",
             StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
+            StatusCode::NOT_IMPLEMENTED => "transfer coding not implemented\n",
             StatusCode::BAD_GATEWAY => "bad gateway: upstream failed\n",
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout: upstream too slow\n",
             StatusCode::SERVICE_UNAVAILABLE => "overloaded: retry later\n",
@@ -129,7 +163,10 @@ impl ProxyError {
             }
             // The rest of the request (or its body) was not read: the
             // connection cannot carry another request.
-            ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge { .. } => {
+            ProxyError::BadRequest(_)
+            | ProxyError::ClientBody { .. }
+            | ProxyError::NotImplemented(_)
+            | ProxyError::PayloadTooLarge { .. } => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -159,6 +196,7 @@ mod tests {
         let timeout = ProxyError::UpstreamTimeout {
             upstream: "u".into(),
             backend: "b".into(),
+            phase: Phase::ResponseHeaders,
             after: Duration::from_secs(1),
         };
         let failed = ProxyError::UpstreamFailed {
@@ -169,5 +207,37 @@ mod tests {
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(failed.fault(), Fault::Upstream);
+    }
+
+    #[test]
+    fn a_timeout_says_what_it_waited_for() {
+        let timeout = |phase| ProxyError::UpstreamTimeout {
+            upstream: "u".into(),
+            backend: "127.0.0.1:9".into(),
+            phase,
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            timeout(Phase::Connect).to_string(),
+            "upstream u (127.0.0.1:9): connect timed out after 1s"
+        );
+        assert_eq!(
+            timeout(Phase::ResponseHeaders).to_string(),
+            "upstream u (127.0.0.1:9): no response within 1s"
+        );
+    }
+
+    #[test]
+    fn a_broken_request_body_is_the_clients_fault() {
+        let error = ProxyError::ClientBody {
+            cause: "invalid chunk size".into(),
+        };
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(error.fault(), Fault::Downstream);
+        assert_eq!(error.into_response().headers()[CONNECTION], "close");
+        assert_eq!(
+            ProxyError::NotImplemented("identity").status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! adds to a request come back as [`Added`], for the client that sends it.
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, EXPECT, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
     TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use http::uri::Authority;
@@ -41,7 +41,7 @@ const FIXED_HOP_BY_HOP: [&HeaderName; 8] = [
 
 /// Which of the names the rewrites act on a map holds: bit `i` for
 /// `FIXED_HOP_BY_HOP[i]`, then `Expect`, `X-Forwarded-For`, `Host`, and
-/// `X-Forwarded-Host` or `X-Forwarded-Proto`. Found in one
+/// `X-Forwarded-Host` or `X-Forwarded-Proto`, and `Cookie`. Found in one
 /// pass over the names present (a typical request has few), where asking
 /// the map for each of ten names would hash every one of them.
 #[derive(Clone, Copy)]
@@ -53,6 +53,7 @@ const EXPECT_BIT: u16 = 1 << 8;
 const FORWARDED_FOR_BIT: u16 = 1 << 9;
 const HOST_BIT: u16 = 1 << 10;
 const FORWARDED_OTHER_BIT: u16 = 1 << 11;
+const COOKIE_BIT: u16 = 1 << 12;
 
 impl Present {
     fn scan(headers: &HeaderMap) -> Self {
@@ -73,6 +74,7 @@ impl Present {
                 "x-forwarded-for" => FORWARDED_FOR_BIT,
                 "host" => HOST_BIT,
                 "x-forwarded-host" | "x-forwarded-proto" => FORWARDED_OTHER_BIT,
+                "cookie" => COOKIE_BIT,
                 _ => 0,
             };
         }
@@ -135,23 +137,183 @@ fn strip_present(headers: &mut HeaderMap, present: Present) {
     }
 }
 
+/// Fields a `Connection` option must never remove: the message's routing
+/// and framing. A client sending `Connection: Host` would otherwise have
+/// its request routed by a host the backend never sees.
+const NEVER_HOP_BY_HOP: [&str; 2] = ["host", "content-length"];
+
 /// Removes each header named in one `Connection` value.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(text) = connection.to_str() else { return };
     for token in text.split(',').map(str::trim) {
         // `close` and `keep-alive` are the usual tokens and name no header
         // worth a lookup (Keep-Alive goes with the fixed list).
-        if !token.is_empty() && !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive") {
-            headers.remove(token);
+        if token.is_empty() || token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+            continue;
         }
+        if NEVER_HOP_BY_HOP.iter().any(|kept| token.eq_ignore_ascii_case(kept)) {
+            continue;
+        }
+        headers.remove(token);
     }
 }
 
-/// The protocol an HTTP/1.1 client asks to switch to (`Upgrade`, with
-/// `upgrade` among the `Connection` tokens), e.g. `websocket`.
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let upgrade = headers.get(UPGRADE)?;
-    has_token(headers, &CONNECTION, "upgrade").then(|| upgrade.clone())
+/// The protocols an HTTP/1.1 client asks to switch to (`Upgrade`, with
+/// `upgrade` among the `Connection` tokens) that `allowed` lists, as the
+/// `Upgrade` value to forward; `None` if it asks for none of them. A
+/// protocol is compared by name, case-insensitively, with or without its
+/// version (`websocket` allows `WebSocket/13`).
+pub fn upgrade_protocol(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    if !headers.contains_key(UPGRADE) || !has_token(headers, &CONNECTION, "upgrade") {
+        return None;
+    }
+    let mut offered = Vec::new();
+    for_each_token(headers, &UPGRADE, |token| {
+        if allowed.iter().any(|name| protocol_is(token, name)) {
+            offered.push(token.to_owned());
+        }
+    });
+    if offered.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offered.join(", ")).ok()
+}
+
+/// Whether `token` (`name` or `name/version`) is the protocol `name`.
+fn protocol_is(token: &str, name: &str) -> bool {
+    let (protocol, _version) = token.split_once('/').unwrap_or((token, ""));
+    protocol.eq_ignore_ascii_case(name) || token.eq_ignore_ascii_case(name)
+}
+
+/// Whether a backend's `101 Switching Protocols` switches to a protocol the
+/// request offered (`offered`, the `Upgrade` value forwarded): a 101 naming
+/// anything else, or nothing, must not become a tunnel, or the client's
+/// next bytes would reach the backend as a protocol it never asked for.
+pub fn upgrade_accepted(response: &HeaderMap, offered: &HeaderValue) -> bool {
+    let mut chosen = response.get_all(UPGRADE).iter().flat_map(tokens).peekable();
+    if chosen.peek().is_none() {
+        return false;
+    }
+    chosen.all(|token| tokens(offered).any(|asked| asked.eq_ignore_ascii_case(token)))
+}
+
+/// Whether `value` is a valid `Host` (or `:authority`) for a request:
+/// `uri-host [ ":" port ]` (RFC 9110 section 7.2), an IP literal in
+/// brackets or a registered name, never with user information. The `http`
+/// crate's `Authority` accepts `user@host`, which must never be routed by or
+/// forwarded; so the grammar is checked here, byte by byte.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        let valid_literal = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
+        if !valid_literal {
+            return false;
+        }
+        (&[][..], &value[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        }
+    };
+    // reg-name: unreserved, percent-encoded and sub-delims characters.
+    let host_ok = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+/// Fields that must not arrive as trailers, dropped from both requests' and
+/// responses' trailer sections: those that frame, route or authenticate a
+/// message, control caching or the connection, or describe the content
+/// (RFC 9110 section 6.5.1), and those the proxy itself owns. A backend
+/// that merges trailers into the header section would otherwise take a
+/// client's `X-Forwarded-For` trailer for the proxy's word; an HTTP/2
+/// client receiving `Transfer-Encoding` in trailers resets the stream.
+const NOT_IN_TRAILERS: &[&str] = &[
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-range",
+    "content-type",
+    "cookie",
+    "expect",
+    "forwarded",
+    "host",
+    "keep-alive",
+    "max-forwards",
+    "pragma",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "range",
+    "set-cookie",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+    "www-authenticate",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "age",
+    "date",
+    "expires",
+    "location",
+    "retry-after",
+    "vary",
+];
+
+/// Whether a field named `name` may be passed on in a trailer section.
+pub fn allowed_in_trailers(name: &HeaderName) -> bool {
+    !NOT_IN_TRAILERS.contains(&name.as_str())
+}
+
+/// Removes from `trailers` every field [`allowed_in_trailers`] refuses.
+pub fn filter_trailers(trailers: &mut HeaderMap) {
+    if trailers.keys().all(allowed_in_trailers) {
+        return;
+    }
+    let refused: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| !allowed_in_trailers(name))
+        .cloned()
+        .collect();
+    for name in refused {
+        trailers.remove(name);
+    }
 }
 
 /// What the proxy knows about the client side of a request.
@@ -249,6 +411,11 @@ pub fn rewrite_request<'a>(
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
+    // An HTTP/2 client may split Cookie into one field per cookie (RFC 9113
+    // section 8.2.3, which browsers do); an HTTP/1.1 hop gets them as one.
+    if version == Version::HTTP_2 && present.has(COOKIE_BIT) {
+        join_cookies(headers);
+    }
     // RFC 9112 section 3.2.2: when the request target carries an authority
     // (absolute-form, or HTTP/2's :authority), it wins over any Host header.
     let forwarded_host = match authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
@@ -294,6 +461,25 @@ fn via_for(version: Version) -> &'static str {
         Version::HTTP_2 => "2 tailcut",
         Version::HTTP_3 => "3 tailcut",
         _ => VIA_VALUE,
+    }
+}
+
+/// Joins several `Cookie` fields into one, separated by `; `.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = Vec::with_capacity(first.len() * 4);
+    for (i, value) in headers.get_all(COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Joining valid values with `; ` keeps them valid.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -474,10 +660,14 @@ mod tests {
         assert!(without.get(TE).is_none());
     }
 
+    fn websocket_only() -> Vec<String> {
+        vec!["websocket".to_owned()]
+    }
+
     #[test]
     fn keeps_upgrade_only_for_tunnelled_requests() {
         let mut h = map(&[("host", "a"), ("connection", "Upgrade"), ("upgrade", "websocket")]);
-        let protocol = upgrade_protocol(&h);
+        let protocol = upgrade_protocol(&h, &websocket_only());
         assert_eq!(protocol.as_ref().map(|p| p.as_bytes()), Some(&b"websocket"[..]));
         rewrite(&mut h, Version::HTTP_11, None, protocol);
         assert_eq!(h[UPGRADE], "websocket");
@@ -485,9 +675,117 @@ mod tests {
 
         let plain = map(&[("upgrade", "websocket")]);
         assert!(
-            upgrade_protocol(&plain).is_none(),
+            upgrade_protocol(&plain, &websocket_only()).is_none(),
             "Upgrade without Connection: upgrade is not an upgrade"
         );
+    }
+
+    #[test]
+    fn only_the_routes_protocols_are_offered_upstream() {
+        let asks = |value: &str| map(&[("connection", "upgrade"), ("upgrade", value)]);
+        assert!(upgrade_protocol(&asks("h2c"), &websocket_only()).is_none());
+        assert!(upgrade_protocol(&asks("websocket"), &[]).is_none());
+        let both = upgrade_protocol(&asks("h2c, WebSocket/13"), &websocket_only()).expect("websocket offered");
+        assert_eq!(both, "WebSocket/13");
+        let feed = ["x-feed".to_owned()];
+        assert_eq!(
+            upgrade_protocol(&asks("x-feed, websocket"), &feed).expect("x-feed"),
+            "x-feed"
+        );
+    }
+
+    #[test]
+    fn a_101_must_name_a_protocol_the_client_offered() {
+        let offered = HeaderValue::from_static("websocket");
+        assert!(upgrade_accepted(&map(&[("upgrade", "WebSocket")]), &offered));
+        assert!(!upgrade_accepted(&map(&[("upgrade", "h2c")]), &offered));
+        assert!(!upgrade_accepted(&map(&[("upgrade", "websocket, h2c")]), &offered));
+        assert!(!upgrade_accepted(&HeaderMap::new(), &offered), "a 101 naming nothing");
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_content_length() {
+        let mut h = map(&[
+            ("host", "h"),
+            ("connection", "Host, content-length, x-a"),
+            ("content-length", "5"),
+            ("x-a", "1"),
+        ]);
+        let client = client();
+        let added = rewrite_request(&mut h, Version::HTTP_11, None, &client, None);
+        assert_eq!(h[HOST], "h");
+        assert_eq!(h["content-length"], "5");
+        assert!(h.get("x-a").is_none());
+        let mut forwarded_host = None;
+        added.for_each(h.get(HOST), |name, value| {
+            if name == X_FORWARDED_HOST {
+                forwarded_host = Some(value.to_vec());
+            }
+        });
+        assert_eq!(forwarded_host.as_deref(), Some(&b"h"[..]));
+    }
+
+    #[test]
+    fn http2_cookie_fields_reach_http1_as_one() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        rewrite(&mut h, Version::HTTP_2, None, None);
+        let cookies: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        rewrite(&mut one, Version::HTTP_2, None, None);
+        assert_eq!(one[COOKIE], "a=1");
+    }
+
+    #[test]
+    fn hosts_are_a_host_and_a_port_and_nothing_else() {
+        for valid in [
+            "echo",
+            "echo:8080",
+            "a.example.com",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            assert!(valid_host(valid.as_bytes()), "{valid:?} is valid");
+        }
+        for invalid in [
+            "echo/../x",
+            "evil@echo",
+            "user:pw@echo",
+            "echo:80:80",
+            "echo:port",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "echo x",
+            "echo\\x",
+            "echo?x",
+            "echo#x",
+        ] {
+            assert!(!valid_host(invalid.as_bytes()), "{invalid:?} is invalid");
+        }
+    }
+
+    #[test]
+    fn trailers_lose_framing_routing_and_the_proxys_own_fields() {
+        let mut t = map(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "50"),
+            ("host", "evil"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("connection", "close"),
+            ("keep-alive", "1"),
+            ("upgrade", "h2c"),
+            ("via", "1.1 x"),
+            ("x-checksum", "42"),
+            ("grpc-status", "0"),
+        ]);
+        filter_trailers(&mut t);
+        let mut names: Vec<&str> = t.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["grpc-status", "x-checksum"]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, HOST, TRANSFER_ENCODING};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use body::{BodyError, ProxyBody};
-pub use error::{Fault, ProxyError};
+pub use error::{Fault, Phase, ProxyError};
 pub use pool::SendError;
 pub use route::{Route, Router};
 pub use upstream::{Backend, Cluster, Lease};
@@ -226,16 +226,8 @@ impl tower::Service<Request<Incoming>> for ProxyService {
                 Stage::Upgrade {
                     tunnel: Box::pin(async move {
                         let cluster = &shared.clusters[upgrade.cluster];
-                        upgrade::tunnel(
-                            cluster,
-                            cluster.backend(upgrade.backend),
-                            *upgrade.request,
-                            upgrade.client_side,
-                            &connection.tunnels,
-                            shared.timeouts.connect,
-                            upgrade.header_timeout,
-                        )
-                        .await
+                        let backend = cluster.backend(upgrade.backend);
+                        upgrade::tunnel(cluster, backend, upgrade, &connection.tunnels, shared.timeouts.connect).await
                     }),
                     route,
                 }
@@ -273,6 +265,8 @@ struct Upgrade {
     backend: usize,
     request: Box<Request<Incoming>>,
     client_side: OnUpgrade,
+    /// The protocols offered to the backend (the `Upgrade` value sent).
+    offered: HeaderValue,
     header_timeout: std::time::Duration,
 }
 
@@ -363,6 +357,9 @@ impl Shared {
         route_slot: &mut Option<usize>,
     ) -> Result<Prepared, ProxyError> {
         let (mut parts, body) = request.into_parts();
+        if parts.headers.contains_key(TRANSFER_ENCODING) {
+            only_chunked(&parts.headers)?;
+        }
         // The whole-request deadline, when one is configured (the clock is
         // read only then).
         let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
@@ -380,16 +377,15 @@ impl Shared {
         let backend = cluster.backend(backend_index);
 
         let upgrade = match parts.version {
-            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers),
+            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers, &route.upgrades),
             _ => None,
         };
-        let is_upgrade = upgrade.is_some();
         let added = headers::rewrite_request(
             &mut parts.headers,
             parts.version,
             parts.uri.authority(),
             &connection.client,
-            upgrade,
+            upgrade.clone(),
         );
         parts.version = Version::HTTP_11;
         let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
@@ -403,7 +399,7 @@ impl Shared {
             None => self.timeouts.upstream_response_header,
         };
 
-        if is_upgrade {
+        if let Some(offered) = upgrade {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
                 // hyper's client sends it: the added fields go into the map.
                 added.insert_into(&mut parts.headers);
@@ -412,6 +408,7 @@ impl Shared {
                     backend: backend_index,
                     request: Box::new(Request::from_parts(parts, body)),
                     client_side,
+                    offered,
                     header_timeout,
                 }));
             }
@@ -445,6 +442,20 @@ impl Shared {
         if hosts.next().is_some() || (host_header.is_none() && parts.version == Version::HTTP_11) {
             return Err(ProxyError::BadRequest("HTTP/1.1 request needs exactly one Host header"));
         }
+        // Neither is routed by nor forwarded unless it is a host and port
+        // (no user information, path or stray characters).
+        if host_header.is_some_and(|value| !headers::valid_host(value.as_bytes())) {
+            return Err(ProxyError::BadRequest("Host is not a host and port"));
+        }
+        if parts
+            .uri
+            .authority()
+            .is_some_and(|authority| !headers::valid_host(authority.as_str().as_bytes()))
+        {
+            return Err(ProxyError::BadRequest(
+                "the request target's authority is not a host and port",
+            ));
+        }
         // The target's authority, when it has one, wins over Host (RFC 9112 section 3.2.2).
         let host = match (parts.uri.authority(), host_header) {
             (Some(authority), _) => Some(authority.as_str()),
@@ -468,8 +479,16 @@ impl Shared {
     /// Timeouts (connect, response header) are 504, like nginx; refused,
     /// reset or closed is 502. Connect failures and timeouts are counted.
     fn classify(&self, cluster_index: usize, backend: &Backend, err: SendError) -> ProxyError {
-        if let Some(too_large) = find_cause::<upload::TooLarge>(&err) {
-            return ProxyError::PayloadTooLarge { limit: too_large.limit };
+        // The client's body went over the route's limit, or broke its own
+        // framing: the client's fault, not the backend's (whose connection
+        // closes with the failed exchange).
+        if let SendError::Http(http1::ClientError::Upload(cause)) = &err {
+            if let Some(too_large) = cause.downcast_ref::<upload::TooLarge>() {
+                return ProxyError::PayloadTooLarge { limit: too_large.limit };
+            }
+            return ProxyError::ClientBody {
+                cause: error_chain(cause.as_ref()),
+            };
         }
         let cluster = &self.clusters[cluster_index];
         match &err {
@@ -485,11 +504,13 @@ impl Shared {
             SendError::ConnectTimeout => ProxyError::UpstreamTimeout {
                 upstream: cluster.name.clone(),
                 backend: backend.addr.to_string(),
+                phase: Phase::Connect,
                 after: self.timeouts.connect,
             },
             SendError::ResponseTimeout(after) => ProxyError::UpstreamTimeout {
                 upstream: cluster.name.clone(),
                 backend: backend.addr.to_string(),
+                phase: Phase::ResponseHeaders,
                 after,
             },
             err => ProxyError::UpstreamFailed {
@@ -501,16 +522,16 @@ impl Shared {
     }
 }
 
-/// The first error of type `E` in `err`'s chain of causes.
-fn find_cause<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = e.source();
+/// A request's `Transfer-Encoding` must be `chunked` alone: hyper decodes
+/// only that coding, and would pass a body still coded otherwise (`gzip,
+/// chunked`) to the backend with its coding dropped along with the field.
+/// 501, as nginx answers (RFC 9112 section 6.1).
+fn only_chunked(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().flat_map(headers::tokens);
+    match (codings.next(), codings.next()) {
+        (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => Err(ProxyError::NotImplemented("only chunked is accepted")),
     }
-    None
 }
 
 /// `outer: inner: innermost`, for log lines.

@@ -29,16 +29,16 @@ use super::upload::UploadBody;
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// Opening the TCP connection failed.
+    /// (Errors here say their cause in their own text and do not repeat it
+    /// as a `source`, which log lines would print twice.)
     #[error("connect: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(std::io::Error),
     /// Opening the TCP connection (and the TLS session, for a TLS
     /// upstream) took longer than the connect timeout.
     #[error("connect timed out")]
     ConnectTimeout,
     /// The TLS handshake with the backend failed (its certificate did not
     /// verify, among other causes).
-    /// (Not a `source`: the I/O error's own source is the same rustls error,
-    /// which log lines would print twice.)
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
     /// No response head within the response-header timeout, counted from
@@ -46,7 +46,7 @@ pub enum SendError {
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
     /// The exchange failed before a complete response head arrived.
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] ClientError),
 }
 

@@ -15,6 +15,8 @@ pub struct Route {
     pub metrics_slot: usize,
     /// Largest request body accepted, bytes (`None`: no limit).
     pub max_body_bytes: Option<u64>,
+    /// Protocols a client may upgrade to (lower-case).
+    pub upgrades: Vec<String>,
 }
 
 /// Routes in configuration order.
@@ -39,6 +41,7 @@ impl Router {
                 path_prefix: r.path_prefix.clone(),
                 upstream: upstream_index(&r.upstream),
                 max_body_bytes: r.max_body_bytes,
+                upgrades: r.upgrades.clone(),
             })
             .collect();
         Self { routes }
@@ -81,6 +84,7 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: name.into(),
             max_body_bytes: None,
+            upgrades: vec!["websocket".into()],
         }
     }
 

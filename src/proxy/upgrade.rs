@@ -7,65 +7,79 @@
 
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use http::header::UPGRADE;
+use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::body::ProxyBody;
-use super::error::ProxyError;
+use super::error::{Phase, ProxyError};
 use super::headers;
 use super::pool::SendError;
 use super::upstream::{Backend, Cluster};
+use super::{error_chain, Upgrade};
 
 /// Sends an upgrade request (origin-form URI) to `backend` on a fresh
-/// connection. On `101 Switching Protocols`, spawns the tunnel and returns the
-/// 101 for the client; any other response is forwarded as usual.
+/// connection. On `101 Switching Protocols` to a protocol the request
+/// offered, spawns the tunnel and returns the 101 for the client; a 101 to
+/// any other protocol is a 502; any other response is forwarded as usual.
 pub(super) async fn tunnel(
     cluster: &Cluster,
     backend: &Backend,
-    request: Request<Incoming>,
-    client_side: OnUpgrade,
+    upgrade: Upgrade,
     tunnels: &super::Tunnels,
     connect_timeout: Duration,
-    header_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let failed = |cause: String| ProxyError::UpstreamFailed {
         upstream: cluster.name.clone(),
         backend: backend.addr.to_string(),
         cause,
     };
-    let timed_out = |after| ProxyError::UpstreamTimeout {
+    let timed_out = |phase, after| ProxyError::UpstreamTimeout {
         upstream: cluster.name.clone(),
         backend: backend.addr.to_string(),
+        phase,
         after,
     };
+    let Upgrade {
+        request,
+        client_side,
+        offered,
+        header_timeout,
+        ..
+    } = upgrade;
 
     let sent = std::time::Instant::now();
     // TCP (and TLS for a TLS upstream) within the connect timeout.
     let stream = backend.open().await.map_err(|err| match err {
-        SendError::ConnectTimeout => timed_out(connect_timeout),
-        err => failed(err.to_string()),
+        SendError::ConnectTimeout => timed_out(Phase::Connect, connect_timeout),
+        err => failed(error_chain(&err)),
     })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|err| failed(format!("handshake: {err}")))?;
+        .map_err(|err| failed(format!("handshake: {}", error_chain(&err))))?;
     tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             tracing::debug!(cause = %err, "upgrade connection to backend ended");
         }
     });
 
-    let mut response = tokio::time::timeout(header_timeout, sender.send_request(request))
+    let mut response = tokio::time::timeout(header_timeout, sender.send_request(*request))
         .await
-        .map_err(|_| timed_out(header_timeout))?
-        .map_err(|err| failed(err.to_string()))?;
+        .map_err(|_| timed_out(Phase::ResponseHeaders, header_timeout))?
+        .map_err(|err| failed(error_chain(&err)))?;
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         headers::rewrite_response(&mut parts.headers, false);
         return Ok(Response::from_parts(parts, ProxyBody::incoming(body, sent)));
+    }
+    if !headers::upgrade_accepted(response.headers(), &offered) {
+        return Err(failed(format!(
+            "101 switching to {:?}, which the client did not offer ({:?})",
+            response.headers().get(UPGRADE),
+            offered
+        )));
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);

@@ -202,7 +202,8 @@ enum FirstRequest {
 
 /// Runs `connection` until it ends, shutting it down gracefully when its
 /// listener stops (shutdown, or removed by a reload) or once it has been
-/// idle for the idle timeout.
+/// idle for the idle timeout; a connection still open the header timeout
+/// after that, with nothing in flight, is closed.
 ///
 /// For HTTP/1.1, `header_timeout` bounds the time from the connection's
 /// start, or the end of its last response, until the next request's head has
@@ -228,7 +229,14 @@ async fn drive<C, E>(
     // One timer serves both limits: with nothing in flight, the shorter ends
     // the connection.
     let quiet = header_timeout.map_or(on.settings.idle_timeout, |limit| limit.min(on.settings.idle_timeout));
-    let mut closing = false;
+    // Set once a graceful shutdown has begun, to when the connection is
+    // closed if it has not ended by itself: hyper's HTTP/2 shutdown sends
+    // GOAWAY and a PING and waits for the PING's answer, which a client that
+    // never reads would hold off forever, keeping its place under the
+    // listener's connection limit. Requests still in flight push it back
+    // (a drain has its own limit).
+    let mut close_by: Option<tokio::time::Instant> = None;
+    let grace = on.settings.header_timeout;
     // Set when shutdown came before the first request: close once it starts,
     // or at this deadline.
     let mut close_after_first: Option<tokio::time::Instant> = None;
@@ -245,32 +253,39 @@ async fn drive<C, E>(
                 }
                 return;
             }
-            () = Gated::new(on.stop.cancelled()), if !closing && close_after_first.is_none() => {
+            () = Gated::new(on.stop.cancelled()), if close_by.is_none() && close_after_first.is_none() => {
                 if first_request == FirstRequest::Awaited && !activity.has_started() {
                     close_after_first = Some(tokio::time::Instant::now() + on.settings.header_timeout);
                 } else {
                     graceful_shutdown(connection.as_mut());
-                    closing = true;
+                    close_by = Some(tokio::time::Instant::now() + grace);
                 }
             }
-            () = activity.first_request(), if !closing && close_after_first.is_some() => {
+            () = activity.first_request(), if close_by.is_none() && close_after_first.is_some() => {
                 graceful_shutdown(connection.as_mut());
-                closing = true;
+                close_by = Some(tokio::time::Instant::now() + grace);
             }
             () = tokio::time::sleep_until(close_after_first.unwrap_or_else(tokio::time::Instant::now)),
-                if !closing && close_after_first.is_some() => {
+                if close_by.is_none() && close_after_first.is_some() => {
                 tracing::debug!("no request within the header timeout while shutting down");
                 graceful_shutdown(connection.as_mut());
-                closing = true;
+                close_by = Some(tokio::time::Instant::now() + grace);
             }
-            () = Gated::new(activity.idle_for(quiet)), if header_timeout.is_some() || !closing => {
+            () = Gated::new(activity.idle_for(quiet)), if header_timeout.is_some() || close_by.is_none() => {
                 if header_timeout.is_some() {
                     tracing::debug!("no request head within the header or idle timeout");
                     return;
                 }
                 tracing::debug!("idle timeout");
                 graceful_shutdown(connection.as_mut());
-                closing = true;
+                close_by = Some(tokio::time::Instant::now() + grace);
+            }
+            () = tokio::time::sleep_until(close_by.unwrap_or_else(tokio::time::Instant::now)), if close_by.is_some() => {
+                if activity.in_flight() == 0 {
+                    tracing::debug!("closed: the client did not complete the graceful close in time");
+                    return;
+                }
+                close_by = Some(tokio::time::Instant::now() + grace);
             }
         }
     }
@@ -279,29 +294,48 @@ async fn drive<C, E>(
 /// Whether the client opened with the HTTP/2 preface, read without consuming
 /// it; `None` if it closed or sent nothing within `limit`.
 async fn starts_with_h2_preface(stream: &TcpStream, limit: Duration) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + limit;
+    tokio::time::timeout(limit, peek_preface(stream)).await.ok()?.ok()?
+}
+
+/// Peeks until the first bytes tell HTTP/2 from HTTP/1.1; `None` if the
+/// client closed first.
+///
+/// A partial preface (`PRI * HT`) means the rest is on its way. Peeking
+/// leaves the bytes in the socket, so the socket stays readable and a plain
+/// wait for readability would return at once: this waits through tokio's
+/// `async_io`, which, when told the socket would block, clears its
+/// readiness and sleeps until the next bytes arrive (epoll is
+/// edge-triggered, and a wake that came meanwhile is not lost). A client
+/// that stops mid-preface costs nothing until the timeout.
+async fn peek_preface(stream: &TcpStream) -> std::io::Result<Option<bool>> {
     let mut buf = [0u8; 24];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // A partial preface: the rest is on its way. peek() would return the
-        // same bytes at once, so wait a moment instead of spinning.
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    // The usual case: the first peek holds enough to decide.
+    let n = stream.peek(&mut buf).await?;
+    if let Some(decided) = preface_decided(&buf[..n]) {
+        return Ok(decided);
     }
+    // A std handle on a duplicate of the socket, for a peek that does not
+    // wait (tokio has none). Rare: only clients that split the preface.
+    let fd = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned()?;
+    let peeker = std::net::TcpStream::from(fd);
+    stream
+        .async_io(tokio::io::Interest::READABLE, || {
+            let n = peeker.peek(&mut buf)?;
+            preface_decided(&buf[..n]).ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+        })
+        .await
+}
+
+/// What the first `bytes` of a connection say: `Some(None)` it closed,
+/// `Some(Some(h2))` decided, `None` a partial preface.
+fn preface_decided(bytes: &[u8]) -> Option<Option<bool>> {
+    if bytes.is_empty() {
+        return Some(None);
+    }
+    if bytes != &H2_PREFACE[..bytes.len()] {
+        return Some(Some(false));
+    }
+    (bytes.len() == H2_PREFACE.len()).then_some(Some(true))
 }
 
 /// Answers every request on an over-limit connection with 503 and
@@ -325,5 +359,81 @@ pub(super) async fn reject(
     let connection = settings.http.serve_connection(TokioIo::new(stream), service);
     if tokio::time::timeout(settings.header_timeout, connection).await.is_err() {
         tracing::debug!("over-limit connection closed at the header timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (client, server)
+    }
+
+    /// Runs `future` to its end, counting how often it was polled.
+    async fn counting_polls<F: Future>(future: F) -> (F::Output, usize) {
+        let mut future = pin!(future);
+        let mut polls = 0;
+        let output = std::future::poll_fn(|cx| {
+            polls += 1;
+            future.as_mut().poll(cx)
+        })
+        .await;
+        (output, polls)
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http2_from_http1() {
+        let (mut client, server) = pair().await;
+        client.write_all(H2_PREFACE).await.expect("write");
+        assert_eq!(
+            starts_with_h2_preface(&server, Duration::from_secs(5)).await,
+            Some(true)
+        );
+
+        let (mut client, server) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.expect("write");
+        assert_eq!(
+            starts_with_h2_preface(&server, Duration::from_secs(5)).await,
+            Some(false)
+        );
+
+        let (client, server) = pair().await;
+        drop(client);
+        assert_eq!(starts_with_h2_preface(&server, Duration::from_secs(5)).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_partial_preface_waits_for_the_next_bytes_without_spinning() {
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..8]).await.expect("write");
+        // Nothing more comes: undecided at the limit, having been woken only
+        // by the bytes that came, not once per timer tick.
+        let (decided, polls) = counting_polls(starts_with_h2_preface(&server, Duration::from_millis(300))).await;
+        assert_eq!(decided, None);
+        assert!(polls <= 5, "polled {polls} times while waiting");
+
+        // The rest, in two parts: decided once it is all there.
+        let waiting = tokio::spawn(async move {
+            let decided = counting_polls(starts_with_h2_preface(&server, Duration::from_secs(10))).await;
+            (decided, server)
+        });
+        client.write_all(&H2_PREFACE[8..16]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(&H2_PREFACE[16..]).await.expect("write");
+        let ((decided, polls), _server) = waiting.await.expect("task");
+        assert_eq!(decided, Some(true));
+        assert!(polls <= 6, "polled {polls} times");
     }
 }

@@ -64,7 +64,7 @@ pub enum ClientError {
     #[error("connection closed before the end of the response body")]
     ClosedEarly,
     /// Reading from or writing to the backend failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The backend's response was not valid HTTP/1.1.
     #[error("invalid response: {0}")]
@@ -74,8 +74,10 @@ pub enum ClientError {
     InvalidRequest(&'static str),
     /// Reading the client's request body failed (it went away, or sent more
     /// than the route allows).
+    /// (Said in the text, not as a `source`, so that a chain of causes
+    /// does not print it twice.)
     #[error("request body: {0}")]
-    Upload(#[source] UploadError),
+    Upload(UploadError),
 }
 
 /// One connection to a backend, and the exchange in progress on it.

@@ -11,7 +11,7 @@ use http::{request, Method};
 use http_body::Body;
 
 use super::{ClientError, Outgoing};
-use crate::proxy::headers::Added;
+use crate::proxy::headers::{allowed_in_trailers, Added};
 use crate::proxy::upload::UploadBody;
 
 /// How the request body is delimited on the wire.
@@ -192,7 +192,8 @@ impl BodyWriter {
     }
 
     /// The body ended, with trailers or without. Trailers go only into a
-    /// chunked body; a `Content-Length` body has nowhere to put them.
+    /// chunked body; a `Content-Length` body has nowhere to put them. Fields
+    /// not allowed in trailers, or owned by the proxy, are left out.
     fn end(&mut self, out: &mut Outgoing, trailers: Option<&HeaderMap>) -> Result<bool, ClientError> {
         if !self.chunked {
             if self.remaining > 0 {
@@ -200,17 +201,25 @@ impl BodyWriter {
             }
             return Ok(true);
         }
-        let encoded = out.begin();
-        encoded.extend_from_slice(b"0\r\n");
-        for (name, value) in trailers.into_iter().flatten() {
-            encoded.extend_from_slice(name.as_str().as_bytes());
-            encoded.extend_from_slice(b": ");
-            encoded.extend_from_slice(value.as_bytes());
-            encoded.extend_from_slice(b"\r\n");
-        }
-        encoded.extend_from_slice(b"\r\n");
+        encode_last_chunk(out.begin(), trailers);
         Ok(true)
     }
+}
+
+/// The last chunk of a chunked body, its trailers and the empty line.
+fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    let allowed = trailers
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| allowed_in_trailers(name));
+    for (name, value) in allowed {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -287,6 +296,22 @@ mod tests {
         assert!(
             encode(&mut parts, Framing::Chunked).ends_with("via: 1.1 tailcut\r\ntransfer-encoding: chunked\r\n\r\n")
         );
+    }
+
+    #[test]
+    fn request_trailers_lose_what_trailers_may_not_carry() {
+        let mut trailers = HeaderMap::new();
+        for (name, value) in [
+            ("content-length", "50"),
+            ("host", "evil"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-checksum", "42"),
+        ] {
+            trailers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut out = Vec::new();
+        encode_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(String::from_utf8_lossy(&out), "0\r\nx-checksum: 42\r\n\r\n");
     }
 
     #[test]

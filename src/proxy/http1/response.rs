@@ -129,8 +129,9 @@ pub(super) fn parse_head(
     // hygiene must then remove).
     let (mut close, mut keep_alive_token, mut has_content_length) = (false, false, false);
     // The length its `Content-Length` fields state, if they agree (RFC 9112
-    // section 6.3 item 5).
-    let (mut length, mut length_valid) = (None, true);
+    // section 6.3 item 5), and whether the one field states it as one plain
+    // number (else the field is replaced by one that does).
+    let (mut length, mut length_valid, mut length_canonical) = (None, true, true);
     // Whether the last transfer coding is chunked; `None` without any.
     let mut chunked_last = None;
     for index in 0..scratch.spans.len() {
@@ -160,18 +161,42 @@ pub(super) fn parse_head(
         } else if name == KEEP_ALIVE {
             continue;
         } else if name == CONTENT_LENGTH {
+            length_canonical = !has_content_length && !value.as_bytes().contains(&b',');
             has_content_length = true;
             length_valid &= fold_content_length(value.as_bytes(), &mut length);
         }
         headers.append(name, value);
     }
+    let length = length.filter(|_| length_valid);
 
     let mut keep_alive = if version == Version::HTTP_11 {
         !close
     } else {
         keep_alive_token
     };
-    let body = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    let no_content = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    if has_content_length {
+        match length {
+            // 204 and 304 have no body whatever they declare; HTTP/2 clients
+            // check a Content-Length against the body and would fail.
+            _ if no_content => {
+                headers.remove(CONTENT_LENGTH);
+            }
+            // A list of equal values, or several fields: one value goes on.
+            Some(length) if !length_canonical => {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            Some(_) => {}
+            // Even where it frames nothing (the answer to HEAD), a
+            // Content-Length that is not one number is not relayed.
+            None if chunked_last.is_none() || head_request => {
+                return Err(ClientError::InvalidResponse("Content-Length"));
+            }
+            // Transfer-Encoding wins; the field is removed below.
+            None => {}
+        }
+    }
+    let body = if head_request || no_content {
         ResponseBody::Length(0)
     } else if let Some(chunked_last) = chunked_last {
         // Section 6.1: with both, Transfer-Encoding wins, the Content-Length
@@ -186,20 +211,19 @@ pub(super) fn parse_head(
             keep_alive = false;
             ResponseBody::UntilClose
         }
-    } else if has_content_length {
-        ResponseBody::Length(
-            length
-                .filter(|_| length_valid)
-                .ok_or(ClientError::InvalidResponse("Content-Length"))?,
-        )
+    } else if let Some(length) = length {
+        ResponseBody::Length(length)
     } else {
         keep_alive = false;
         ResponseBody::UntilClose
     };
 
+    // The response keeps the default version, HTTP/1.1: the backend's
+    // version describes its own hop, and the client's server speaks its
+    // own (RFC 9110 section 6.2). An HTTP/1.0 status line passed on would
+    // make an HTTP/1.1 client close the connection after every response.
     let mut response = Response::new(());
     *response.status_mut() = status;
-    *response.version_mut() = version;
     *response.headers_mut() = headers;
     Ok(Some(Head::Final {
         response,
@@ -570,6 +594,48 @@ mod tests {
         assert!(data.is_empty() && ended);
         assert_eq!(trailers.expect("trailers")["x-sum"], "123");
         assert!(read.is_empty());
+    }
+
+    #[test]
+    fn one_canonical_content_length_is_passed_on() {
+        for lengths in ["2, 2", "2\r\nContent-Length: 2", "2,2"] {
+            let (response, body, _, _) = head(
+                &format!("HTTP/1.1 200 OK\r\nContent-Length: {lengths}\r\n\r\nok"),
+                false,
+            );
+            let values: Vec<_> = response.headers().get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, ["2"], "{lengths:?}");
+            assert!(matches!(body, ResponseBody::Length(2)));
+        }
+        // The answer to HEAD: the length of what GET would send, one number.
+        let (response, _, _, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", true);
+        assert_eq!(response.headers()[CONTENT_LENGTH], "7");
+        for bad in ["18446744073709551616", "7, 8", "x"] {
+            let mut read = BytesMut::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n").as_str());
+            assert!(
+                matches!(
+                    parse_head(&mut read, true, 1024, &mut Scratch::default()),
+                    Err(ClientError::InvalidResponse("Content-Length"))
+                ),
+                "{bad:?} in the answer to HEAD"
+            );
+        }
+    }
+
+    #[test]
+    fn no_content_responses_lose_their_content_length() {
+        for status in ["204 No Content", "304 Not Modified"] {
+            let (response, body, _, _) = head(&format!("HTTP/1.1 {status}\r\nContent-Length: 8\r\n\r\n"), false);
+            assert!(response.headers().get(CONTENT_LENGTH).is_none(), "{status}");
+            assert!(body.is_end());
+        }
+    }
+
+    #[test]
+    fn the_backends_version_stays_on_its_hop() {
+        let (response, _, keep_alive, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!(response.version(), Version::HTTP_11);
+        assert!(!keep_alive, "the HTTP/1.0 backend's own connection still closes");
     }
 
     #[test]
