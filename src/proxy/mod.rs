@@ -27,7 +27,7 @@ use std::task::{ready, Context, Poll};
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderMap, HeaderValue, HOST, TRANSFER_ENCODING};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
@@ -212,6 +212,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let shared = self.current.load_full();
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
+        let head = request.method() == Method::HEAD;
         let mut route = None;
         let stage = match shared.prepare(&self.connection, request, &mut route) {
             Ok(Prepared::Pooled(exchange)) => Stage::Pooled {
@@ -237,7 +238,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
                 route,
             },
         };
-        Forward(stage).instrument(span)
+        Forward { stage, head }.instrument(span)
     }
 }
 
@@ -275,7 +276,12 @@ type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Lease), Send
 
 /// The response future of [`ProxyService`]: the exchange with the backend,
 /// or the error that stopped the request before one.
-pub struct Forward(Stage);
+pub struct Forward {
+    stage: Stage,
+    /// The request was HEAD: an error's response goes without its text
+    /// (an HTTP/2 client resets a stream whose answer to HEAD has data).
+    head: bool,
+}
 
 enum Stage {
     /// On a pooled connection.
@@ -298,7 +304,7 @@ enum Stage {
 
 impl std::fmt::Debug for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let stage = match self.0 {
+        let stage = match self.stage {
             Stage::Pooled { .. } => "pooled",
             Stage::Upgrade { .. } => "upgrade",
             Stage::Failed { .. } => "failed",
@@ -312,7 +318,8 @@ impl Future for Forward {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the futures are boxed).
-        let (result, route) = match &mut self.get_mut().0 {
+        let this = self.get_mut();
+        let (result, route) = match &mut this.stage {
             Stage::Pooled {
                 exchange,
                 shared,
@@ -339,7 +346,13 @@ impl Future for Forward {
                 None => return Poll::Pending,
             },
         };
-        let mut response = result.unwrap_or_else(ProxyError::into_response);
+        let mut response = result.unwrap_or_else(|error| {
+            let mut response = error.into_response();
+            if this.head {
+                *response.body_mut() = ProxyBody::empty();
+            }
+            response
+        });
         response.body_mut().set_route(route);
         tracing::debug!(status = response.status().as_u16(), "response headers");
         Poll::Ready(Ok(response))
@@ -544,4 +557,42 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_each_cause_once() {
+        let refused = SendError::Connect(std::io::Error::from_raw_os_error(111));
+        let text = error_chain(&refused);
+        assert!(text.starts_with("connect: "), "{text}");
+        assert_eq!(text.matches("os error 111").count(), 1, "{text}");
+
+        let closed = SendError::Http(http1::ClientError::Io(std::io::Error::from_raw_os_error(104)));
+        let text = error_chain(&closed);
+        assert_eq!(text.matches("os error 104").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn only_chunked_alone_is_accepted_as_a_transfer_coding() {
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(TRANSFER_ENCODING, HeaderValue::from_str(value).expect("value"));
+            }
+            only_chunked(&headers).is_ok()
+        };
+        assert!(with(&["chunked"]) && with(&["Chunked"]));
+        for refused in [
+            &["identity, chunked"][..],
+            &["gzip, chunked"],
+            &["chunked", "chunked"],
+            &["xchunked"],
+            &[""],
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
+    }
 }

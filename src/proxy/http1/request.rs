@@ -115,17 +115,26 @@ fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: Added<'_>, frami
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
-    // `Host` is picked up on the way: `X-Forwarded-Host` repeats it.
+    // `Host` is picked up on the way: `X-Forwarded-Host` repeats it. The
+    // client's `Content-Length` (which may be a list of equal values, or
+    // several fields) is replaced by the one number it states.
     let mut host = None;
     for (name, value) in &head.headers {
         if name == HOST {
             host = Some(value);
+        } else if name == CONTENT_LENGTH {
+            continue;
         }
         field(name, value.as_bytes());
     }
     added.for_each(host, field);
-    if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(length) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "content-length: {length}\r\n");
+        }
+        Framing::Empty => {}
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -312,6 +321,18 @@ mod tests {
         let mut out = Vec::new();
         encode_last_chunk(&mut out, Some(&trailers));
         assert_eq!(String::from_utf8_lossy(&out), "0\r\nx-checksum: 42\r\n\r\n");
+    }
+
+    #[test]
+    fn the_declared_length_goes_on_as_one_number() {
+        let mut parts = head(
+            "PUT",
+            "/",
+            &[("host", "h"), ("content-length", "5, 5"), ("content-length", "5")],
+        );
+        let text = encode(&mut parts, Framing::Length(5));
+        let lengths: Vec<&str> = text.lines().filter(|l| l.starts_with("content-length")).collect();
+        assert_eq!(lengths, ["content-length: 5"]);
     }
 
     #[test]

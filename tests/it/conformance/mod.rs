@@ -14,6 +14,12 @@ use std::future::Future;
 
 use crate::support::Kind;
 
+/// Why the Go proxy answers a client's malformed request body with 502.
+const GO_BODY_ERROR_IS_502: &str = "ReverseProxy reports any error of the outgoing request as an \
+     upstream failure (502), an error reading the client's own malformed chunked body included; \
+     net/http's server then answers 400 and closes. Nothing malformed reaches the backend. Stock \
+     net/http behaviour; tailcut answers 400 at once.";
+
 /// Intentional differences: (test path suffix, proxy, why).
 const ALLOWLIST: &[(&str, Kind, &str)] = &[
     (
@@ -31,6 +37,54 @@ const ALLOWLIST: &[(&str, Kind, &str)] = &[
      The proxy and the backend agree on the framing, so nothing is hidden from the proxy, but \
      tailcut (like nginx and HAProxy) closes such a connection instead. Stock net/http \
      behaviour, kept so the Go proxy stays the one a Go engineer would write.",
+    ),
+    (
+        "hostile_client::content_length_then_chunked_cannot_smuggle",
+        Kind::Go,
+        "The same net/http behaviour as for \
+         forwarding::a_request_with_both_content_length_and_chunked_cannot_smuggle_a_second_request: \
+         the bytes after the last chunk become a second request, forwarded as one.",
+    ),
+    (
+        "hostile_client::a_chunk_size_with_a_letter_is_the_clients_fault",
+        Kind::Go,
+        GO_BODY_ERROR_IS_502,
+    ),
+    (
+        "hostile_client::a_negative_chunk_size_is_the_clients_fault",
+        Kind::Go,
+        GO_BODY_ERROR_IS_502,
+    ),
+    (
+        "hostile_client::a_hexadecimal_prefix_on_a_chunk_size_is_the_clients_fault",
+        Kind::Go,
+        GO_BODY_ERROR_IS_502,
+    ),
+    (
+        "hostile_client::an_overflowing_chunk_size_is_the_clients_fault",
+        Kind::Go,
+        GO_BODY_ERROR_IS_502,
+    ),
+    (
+        "hostile_client::http_0_9_is_refused",
+        Kind::Go,
+        "net/http closes a connection whose request line has no version without answering; \
+         nothing is forwarded. Stock net/http behaviour; tailcut answers 400.",
+    ),
+    (
+        "hostile_backend::both_content_length_and_chunked_are_framed_chunked_and_not_reused",
+        Kind::Go,
+        "net/http's Transport frames such a response by its chunked coding, as tailcut does, then \
+         returns the connection to its pool. RFC 9112 section 6.1 calls the message a possible \
+         response-splitting attempt; tailcut closes the connection instead of trusting the rest \
+         of it. Stock net/http behaviour.",
+    ),
+    (
+        "hostile_backend::trailers_lose_the_fields_trailers_may_not_carry",
+        Kind::Go,
+        "ReverseProxy copies every trailer field the backend sends, Transfer-Encoding and \
+         Connection among them; the HTTP/2 client then resets the stream (PROTOCOL_ERROR) and \
+         loses the whole body. Stock net/http behaviour.",
     ),
 ];
 
@@ -61,6 +115,8 @@ mod backend_responses;
 mod errors;
 mod forwarding;
 mod headers;
+mod hostile_backend;
+mod hostile_client;
 mod limits;
 mod metrics;
 mod pooling;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod proxy;
+pub mod raw_backend;
 pub mod tls;
 pub mod upstream;
 
