@@ -6,6 +6,7 @@
 //! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
 //!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
+//! - `h2spec.rs`: the HTTP/2 conformance suite against tailcut's listeners.
 //! - `reload.rs`: reloading the config (SIGHUP, `--watch-config`) under load.
 //! - `tls.rs`: tailcut's certificate-file errors and certificate rotation by
 //!   reload (SNI, ALPN, handshake failures and upstream TLS are in
@@ -21,6 +22,7 @@ mod cli;
 mod conformance;
 mod deploy;
 mod goproxy;
+mod h2spec;
 mod heap;
 mod reload;
 mod restart;

@@ -25,6 +25,8 @@
 //! be by hyper. A connection goes back to its pool only after a complete
 //! exchange that left nothing unsent and nothing unread.
 
+#[cfg(test)]
+mod properties;
 mod request;
 mod response;
 

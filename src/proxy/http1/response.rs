@@ -154,6 +154,11 @@ pub(super) fn parse_head(
                 continue;
             }
         } else if name == TRANSFER_ENCODING {
+            // Not text, it would read as no coding at all: the body would be
+            // framed otherwise than the backend framed it.
+            if value.to_str().is_err() {
+                return Err(ClientError::InvalidResponse("Transfer-Encoding"));
+            }
             for token in tokens(&value) {
                 chunked_last = Some(token.eq_ignore_ascii_case("chunked"));
             }

@@ -247,6 +247,10 @@ cases! {
             Reuse::Never,
         )
     };
+    a_transfer_coding_that_is_not_text_is_a_bad_gateway => Case {
+        acts: vec![Act::Write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \x80chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec())],
+        ..get("", Expect::Status(502), Reuse::Never)
+    };
     a_close_in_the_middle_of_the_head_is_a_bad_gateway => Case {
         acts: vec![write("HTTP/1.1 200 OK\r\nContent-Le"), Act::Close],
         ..get("", Expect::Status(502), Reuse::Never)
@@ -461,7 +465,28 @@ async fn a_protocol_the_route_lists_is_tunnelled(kind: Kind) {
     assert_eq!(seen.header("upgrade"), ["x-feed"]);
 }
 
+/// A 204 or 304 has no body whatever its Content-Length says; HTTP/2
+/// clients that check the field against the body would fail on it.
+async fn no_content_responses_reach_http2_clients_without_content_length(kind: Kind) {
+    for status in ["204 No Content", "304 Not Modified"] {
+        let reply = format!("HTTP/1.1 {status}\r\nContent-Length: 8\r\n\r\n");
+        let backend = RawBackend::answering("/case", vec![write(reply)]).await;
+        let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
+        let response = h2_client()
+            .request(Request::get(proxy.url("/case")).body(empty()).expect("request"))
+            .await
+            .expect("response");
+        assert!(
+            response.headers().get("content-length").is_none(),
+            "{status}: {:?}",
+            response.headers()
+        );
+        response.into_body().collect().await.expect("body");
+    }
+}
+
 conformance!(
+    no_content_responses_reach_http2_clients_without_content_length,
     trailers_lose_the_fields_trailers_may_not_carry,
     an_http10_backend_leaves_the_clients_connection_open,
     a_101_to_a_protocol_the_client_did_not_offer_is_a_bad_gateway,

@@ -80,6 +80,12 @@ const ALLOWLIST: &[(&str, Kind, &str)] = &[
          of it. Stock net/http behaviour.",
     ),
     (
+        "hostile_backend::no_content_responses_reach_http2_clients_without_content_length",
+        Kind::Go,
+        "ReverseProxy copies a 204's or 304's Content-Length, and net/http's HTTP/2 server sends \
+         it; a client that checks it against the (empty) body fails. Stock net/http behaviour.",
+    ),
+    (
         "hostile_backend::trailers_lose_the_fields_trailers_may_not_carry",
         Kind::Go,
         "ReverseProxy copies every trailer field the backend sends, Transfer-Encoding and \
