@@ -194,62 +194,74 @@ pub fn upgrade_accepted(response: &HeaderMap, offered: &HeaderValue) -> bool {
     if chosen.peek().is_none() {
         return false;
     }
-    chosen.all(|token| tokens(offered).any(|asked| asked.eq_ignore_ascii_case(token)))
+    chosen.all(|token| tokens(offered).any(|asked| same_protocol(token, asked)))
 }
 
+/// Whether a 101's `chosen` protocol is the `asked` one: the same name,
+/// and the same version if the 101 names one (`websocket` answers an offer
+/// of `WebSocket/13`; `h2c` does not answer `websocket`).
+fn same_protocol(chosen: &str, asked: &str) -> bool {
+    match chosen.split_once('/') {
+        Some(_) => chosen.eq_ignore_ascii_case(asked),
+        None => asked
+            .split_once('/')
+            .map_or(asked, |(name, _)| name)
+            .eq_ignore_ascii_case(chosen),
+    }
+}
+
+/// The bytes a host name may hold here: letters, digits, `-`, `.`, `_`
+/// and `~` (RFC 3986's unreserved characters). RFC 3986's `reg-name` also
+/// allows percent-encoding and sub-delimiters (`,`, `;`, `=`, ...), which no
+/// DNS name uses and which a backend may read otherwise (`a,b` as a list in
+/// `X-Forwarded-Host`): refused. A table, so that checking the Host of
+/// every request costs a load per byte.
+const HOST_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
+
 /// Whether `value` is a valid `Host` (or `:authority`) for a request:
-/// `uri-host [ ":" port ]` (RFC 9110 section 7.2), an IP literal in
-/// brackets or a registered name, never with user information. The `http`
-/// crate's `Authority` accepts `user@host`, which must never be routed by or
-/// forwarded; so the grammar is checked here, byte by byte.
+/// `uri-host [ ":" port ]` (RFC 9110 section 7.2), never with user
+/// information (which the `http` crate's `Authority` accepts). The host is
+/// an IPv6 literal in brackets or a name of [`HOST_NAME`] bytes with no
+/// empty label (`..` would let a backend that builds paths from the host
+/// climb out of its folder); the port is 1 to 5 digits. An empty value is
+/// valid: HTTP/1.1 allows an empty Host for targets without an authority.
 pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
+    let port = if value.first() == Some(&b'[') {
         let Some(end) = value.iter().position(|&b| b == b']') else {
             return false;
         };
         let literal = &value[1..end];
-        let valid_literal = !literal.is_empty()
-            && literal
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
-        if !valid_literal {
+        let ipv6 = literal.contains(&b':') && literal.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ipv6 {
             return false;
         }
-        (&[][..], &value[end + 1..])
+        &value[end + 1..]
     } else {
-        match value.iter().position(|&b| b == b':') {
+        let (host, port) = match value.iter().position(|&b| b == b':') {
             Some(colon) => (&value[..colon], &value[colon..]),
             None => (value, &[][..]),
+        };
+        let labels_ok = !host.starts_with(b".") && !host.windows(2).any(|pair| pair == b"..");
+        let name_ok = host.iter().all(|&b| HOST_NAME[usize::from(b)]);
+        if !(labels_ok && name_ok) || (host.is_empty() && !port.is_empty()) {
+            return false;
         }
+        port
     };
-    // reg-name: unreserved, percent-encoded and sub-delims characters.
-    let host_ok = host.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    });
-    let port_ok = match port {
+    match port {
         [] => true,
-        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        [b':', digits @ ..] => (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit),
         _ => false,
-    };
-    host_ok && port_ok
+    }
 }
 
 /// Fields that must not arrive as trailers, dropped from both requests' and
@@ -260,10 +272,17 @@ pub fn valid_host(value: &[u8]) -> bool {
 /// client's `X-Forwarded-For` trailer for the proxy's word; an HTTP/2
 /// client receiving `Transfer-Encoding` in trailers resets the stream.
 const NOT_IN_TRAILERS: &[&str] = &[
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authentication-info",
     "authorization",
     "cache-control",
     "connection",
     "content-encoding",
+    "content-language",
+    "content-location",
     "content-length",
     "content-range",
     "content-type",
@@ -271,10 +290,16 @@ const NOT_IN_TRAILERS: &[&str] = &[
     "expect",
     "forwarded",
     "host",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-range",
+    "if-unmodified-since",
     "keep-alive",
     "max-forwards",
     "pragma",
     "proxy-authenticate",
+    "proxy-authentication-info",
     "proxy-authorization",
     "proxy-connection",
     "range",
@@ -294,6 +319,7 @@ const NOT_IN_TRAILERS: &[&str] = &[
     "location",
     "retry-after",
     "vary",
+    "warning",
 ];
 
 /// Whether a field named `name` may be passed on in a trailer section.
@@ -701,6 +727,10 @@ mod tests {
         assert!(!upgrade_accepted(&map(&[("upgrade", "h2c")]), &offered));
         assert!(!upgrade_accepted(&map(&[("upgrade", "websocket, h2c")]), &offered));
         assert!(!upgrade_accepted(&HeaderMap::new(), &offered), "a 101 naming nothing");
+        let versioned = HeaderValue::from_static("WebSocket/13");
+        assert!(upgrade_accepted(&map(&[("upgrade", "websocket")]), &versioned));
+        assert!(upgrade_accepted(&map(&[("upgrade", "websocket/13")]), &versioned));
+        assert!(!upgrade_accepted(&map(&[("upgrade", "websocket/14")]), &versioned));
     }
 
     #[test]
@@ -742,10 +772,13 @@ mod tests {
             "echo",
             "echo:8080",
             "a.example.com",
+            "example.com.",
             "127.0.0.1:80",
             "[::1]",
             "[::1]:8080",
+            "[::ffff:10.0.0.1]:443",
             "xn--bcher-kva.example",
+            "under_score",
             "",
         ] {
             assert!(valid_host(valid.as_bytes()), "{valid:?} is valid");
@@ -763,6 +796,17 @@ mod tests {
             "echo\\x",
             "echo?x",
             "echo#x",
+            "a.example,b.example",
+            "a;b",
+            "%2e%2e",
+            "..",
+            "a..b",
+            ".a",
+            "x:",
+            ":80",
+            "x:123456",
+            "[1.2.3.4]",
+            "[v1.x]",
         ] {
             assert!(!valid_host(invalid.as_bytes()), "{invalid:?} is invalid");
         }

@@ -370,7 +370,11 @@ impl Shared {
         route_slot: &mut Option<usize>,
     ) -> Result<Prepared, ProxyError> {
         let (mut parts, body) = request.into_parts();
-        if parts.headers.contains_key(TRANSFER_ENCODING) {
+        // Only a body of unknown length can have come with a coding: a GET
+        // pays nothing for the look-up.
+        let unknown_length =
+            !http_body::Body::is_end_stream(&body) && http_body::Body::size_hint(&body).exact().is_none();
+        if unknown_length && parts.headers.contains_key(TRANSFER_ENCODING) {
             only_chunked(&parts.headers)?;
         }
         // The whole-request deadline, when one is configured (the clock is

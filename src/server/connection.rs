@@ -233,8 +233,9 @@ async fn drive<C, E>(
     // closed if it has not ended by itself: hyper's HTTP/2 shutdown sends
     // GOAWAY and a PING and waits for the PING's answer, which a client that
     // never reads would hold off forever, keeping its place under the
-    // listener's connection limit. Requests still in flight push it back
-    // (a drain has its own limit).
+    // listener's connection limit. Requests still in flight, or a response
+    // that ended less than `grace` ago, push it back (a drain has its own
+    // limit).
     let mut close_by: Option<tokio::time::Instant> = None;
     let grace = on.settings.header_timeout;
     // Set when shutdown came before the first request: close once it starts,
@@ -281,7 +282,9 @@ async fn drive<C, E>(
                 close_by = Some(tokio::time::Instant::now() + grace);
             }
             () = tokio::time::sleep_until(close_by.unwrap_or_else(tokio::time::Instant::now)), if close_by.is_some() => {
-                if activity.in_flight() == 0 {
+                // A response that ended lately may still be on its way out:
+                // it gets the same grace to be written.
+                if activity.quiet_for(grace) {
                     tracing::debug!("closed: the client did not complete the graceful close in time");
                     return;
                 }
@@ -302,11 +305,12 @@ async fn starts_with_h2_preface(stream: &TcpStream, limit: Duration) -> Option<b
 ///
 /// A partial preface (`PRI * HT`) means the rest is on its way. Peeking
 /// leaves the bytes in the socket, so the socket stays readable and a plain
-/// wait for readability would return at once: this waits through tokio's
-/// `async_io`, which, when told the socket would block, clears its
-/// readiness and sleeps until the next bytes arrive (epoll is
-/// edge-triggered, and a wake that came meanwhile is not lost). A client
-/// that stops mid-preface costs nothing until the timeout.
+/// wait for readability would return at once. `try_io` clears tokio's
+/// readiness when told the socket would block, and the next wait then lasts
+/// until more bytes arrive (epoll is edge-triggered, and bytes that came in
+/// between set it again). A client that closed its side stays readable for
+/// good: a partial preface then is a client that left. So a client that
+/// stops mid-preface costs nothing until the timeout.
 async fn peek_preface(stream: &TcpStream) -> std::io::Result<Option<bool>> {
     let mut buf = [0u8; 24];
     // The usual case: the first peek holds enough to decide.
@@ -318,12 +322,23 @@ async fn peek_preface(stream: &TcpStream) -> std::io::Result<Option<bool>> {
     // wait (tokio has none). Rare: only clients that split the preface.
     let fd = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned()?;
     let peeker = std::net::TcpStream::from(fd);
-    stream
-        .async_io(tokio::io::Interest::READABLE, || {
-            let n = peeker.peek(&mut buf)?;
-            preface_decided(&buf[..n]).ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
-        })
-        .await
+    let mut peek = || -> std::io::Result<Option<Option<bool>>> {
+        let n = peeker.peek(&mut buf)?;
+        Ok(preface_decided(&buf[..n]))
+    };
+    loop {
+        let ready = stream.ready(tokio::io::Interest::READABLE).await?;
+        if ready.is_read_closed() {
+            return Ok(peek()?.unwrap_or(None));
+        }
+        match stream.try_io(tokio::io::Interest::READABLE, || {
+            peek()?.ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+        }) {
+            Ok(decided) => return Ok(decided),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// What the first `bytes` of a connection say: `Some(None)` it closed,
@@ -435,5 +450,17 @@ mod tests {
         let ((decided, polls), _server) = waiting.await.expect("task");
         assert_eq!(decided, Some(true));
         assert!(polls <= 6, "polled {polls} times");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_mid_preface_is_gone_at_once() {
+        let (mut client, server) = pair().await;
+        client.write_all(&H2_PREFACE[..8]).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        // Its side closed, the socket stays readable: no spinning until the
+        // limit, and no decision either.
+        let (decided, polls) = counting_polls(starts_with_h2_preface(&server, Duration::from_secs(10))).await;
+        assert_eq!(decided, None);
+        assert!(polls <= 5, "polled {polls} times");
     }
 }

@@ -90,6 +90,13 @@ impl Activity {
         self.inner.base + Duration::from_nanos(self.inner.last_end.load(Ordering::Acquire))
     }
 
+    /// Whether the connection has had no request in flight for `limit`: its
+    /// last response ended at least that long ago, time for the server to
+    /// have written it out.
+    pub fn quiet_for(&self, limit: Duration) -> bool {
+        self.in_flight() == 0 && Instant::now() >= self.last_end() + limit
+    }
+
     /// Completes once the connection has had no request in flight for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {

@@ -166,7 +166,9 @@ pub(super) fn parse_head(
         } else if name == KEEP_ALIVE {
             continue;
         } else if name == CONTENT_LENGTH {
-            length_canonical = !has_content_length && !value.as_bytes().contains(&b',');
+            let bytes = value.as_bytes();
+            let leading_zero = bytes.len() > 1 && bytes[0] == b'0';
+            length_canonical = !(has_content_length || leading_zero || bytes.contains(&b','));
             has_content_length = true;
             length_valid &= fold_content_length(value.as_bytes(), &mut length);
         }
@@ -603,7 +605,7 @@ mod tests {
 
     #[test]
     fn one_canonical_content_length_is_passed_on() {
-        for lengths in ["2, 2", "2\r\nContent-Length: 2", "2,2"] {
+        for lengths in ["2, 2", "2\r\nContent-Length: 2", "2,2", "002"] {
             let (response, body, _, _) = head(
                 &format!("HTTP/1.1 200 OK\r\nContent-Length: {lengths}\r\n\r\nok"),
                 false,
