@@ -394,17 +394,18 @@ fn assert_nothing_tunnelled(backend: &RawBackend) {
     }
 }
 
+/// A backend answering `/case` with a 101 to `protocol`, then `then` in
+/// the new protocol, and holding the connection open a while.
+async fn switching_to(protocol: &str, then: &str) -> RawBackend {
+    let switch =
+        format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n{then}");
+    RawBackend::answering("/case", vec![write(switch), Act::Pause(Duration::from_secs(2))]).await
+}
+
 /// The client asked for WebSocket; a backend switching to anything else
 /// must not get a tunnel.
 async fn a_101_to_a_protocol_the_client_did_not_offer_is_a_bad_gateway(kind: Kind) {
-    let backend = RawBackend::answering(
-        "/case",
-        vec![
-            write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"),
-            Act::Pause(Duration::from_secs(2)),
-        ],
-    )
-    .await;
+    let backend = switching_to("h2c", "").await;
     let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
     assert_eq!(upgrade_then_smuggle(&proxy, WEBSOCKET_REQUEST).await, Some(502));
     assert_nothing_tunnelled(&backend);
@@ -413,14 +414,7 @@ async fn a_101_to_a_protocol_the_client_did_not_offer_is_a_bad_gateway(kind: Kin
 /// `Upgrade: h2c` is not among a route's protocols by default: the request
 /// goes to the backend as a plain one, and a 101 answering it is a 502.
 async fn an_upgrade_the_route_does_not_allow_is_not_offered_or_tunnelled(kind: Kind) {
-    let backend = RawBackend::answering(
-        "/case",
-        vec![
-            write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"),
-            Act::Pause(Duration::from_secs(2)),
-        ],
-    )
-    .await;
+    let backend = switching_to("h2c", "").await;
     let proxy = Proxy::start(kind, &config(&[backend.addr], ""));
     let h2c = "GET /case HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
                HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
@@ -436,14 +430,7 @@ async fn an_upgrade_the_route_does_not_allow_is_not_offered_or_tunnelled(kind: K
 
 /// A route that lists a protocol tunnels it.
 async fn a_protocol_the_route_lists_is_tunnelled(kind: Kind) {
-    let backend = RawBackend::answering(
-        "/case",
-        vec![
-            write("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x-feed\r\n\r\nfrom backend"),
-            Act::Pause(Duration::from_secs(2)),
-        ],
-    )
-    .await;
+    let backend = switching_to("x-feed", "from backend").await;
     let routes =
         config(&[backend.addr], "").replace("upstream = \"app\"", "upstream = \"app\"\nupgrades = [\"x-feed\"]");
     let proxy = Proxy::start(kind, &routes);
