@@ -146,6 +146,7 @@ type fileSchema struct {
 		Backends          []string `toml:"backends"`
 		MaxIdlePerBackend *int64   `toml:"max_idle_per_backend"`
 		PoolIdleTimeout   *string  `toml:"pool_idle_timeout"`
+		Balance           *string  `toml:"balance"`
 		TLS               *struct {
 			CA         *string `toml:"ca"`
 			ServerName *string `toml:"server_name"`
@@ -307,6 +308,11 @@ func (v *validator) config(raw *fileSchema) (*Config, error) {
 		}
 		if up.PoolIdleTimeout, err = v.duration(key+".pool_idle_timeout", u.PoolIdleTimeout, "90s"); err != nil {
 			return nil, err
+		}
+		// This proxy balances as httputil users do: round-robin. The key is
+		// read so that a config naming that policy runs on both proxies.
+		if u.Balance != nil && *u.Balance != "round_robin" {
+			return nil, v.fail(key+".balance", "%q: the Go proxy balances round-robin only; write \"round_robin\" or leave it out", *u.Balance)
 		}
 		if u.TLS != nil {
 			if up.TLS, err = v.upstreamTLS(key+".tls", v.base(), u.TLS.CA, u.TLS.ServerName); err != nil {

@@ -122,6 +122,8 @@ func TestInvalidConfigsNameLineColumnAndKey(t *testing.T) {
 			`t.toml:8:8: routes[0].host: "http://x" is not a host name (no scheme, path or spaces)`},
 		{"versioned upgrade", strings.Replace(minimal, `upstream = "app"`, "upstream = \"app\"\nupgrades = [\"h2c\", \"websocket/13\"]", 1),
 			`t.toml:9:20: routes[0].upgrades[1]: "websocket/13" is not a protocol name (a token such as "websocket", without a version)`},
+		{"load-aware balancing", minimal + "balance = \"peak_ewma\"\n",
+			`t.toml:12:11: upstreams.app.balance: "peak_ewma": the Go proxy balances round-robin only; write "round_robin" or leave it out`},
 		{"no backends", strings.Replace(minimal, `["127.0.0.1:9000"]`, `[]`, 1),
 			`t.toml:11:1: upstreams.app.backends: at least one backend is required`},
 		{"twice the same name", minimal + "\n[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:1\"\n",

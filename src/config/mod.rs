@@ -181,8 +181,30 @@ pub struct Upstream {
     /// How long an idle pooled connection is kept.
     #[serde(serialize_with = "as_humantime")]
     pub pool_idle_timeout: Duration,
+    /// How a backend is chosen for each request.
+    pub balance: BalancePolicy,
+    /// How fast a backend's latency estimate forgets (peak-EWMA's time
+    /// constant).
+    #[serde(serialize_with = "as_humantime")]
+    pub ewma_decay: Duration,
+    /// The latency estimate of a backend that has answered nothing yet.
+    #[serde(serialize_with = "as_humantime")]
+    pub ewma_default_rtt: Duration,
     /// TLS to the backends; `None`: cleartext.
     pub tls: Option<tls::UpstreamTls>,
+}
+
+/// How an upstream cluster chooses a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    /// Of two backends drawn at random, the one whose latency estimate
+    /// times (requests in flight + 1) is lower.
+    PeakEwma,
+    /// Of two backends drawn at random, the one with fewer requests in flight.
+    LeastRequest,
+    /// Each backend in turn.
+    RoundRobin,
 }
 
 impl Config {
@@ -508,10 +530,28 @@ impl Validator<'_> {
                 })
             })
             .transpose()?;
+        let balance = match &raw.balance {
+            None => BalancePolicy::PeakEwma,
+            Some(policy) => match policy.get_ref().as_str() {
+                "peak_ewma" => BalancePolicy::PeakEwma,
+                "least_request" => BalancePolicy::LeastRequest,
+                "round_robin" => BalancePolicy::RoundRobin,
+                other => {
+                    return Err(self.locator.error(
+                        Some(policy.span()),
+                        format!("{key}.balance"),
+                        format!("{other:?} is not a policy: use \"peak_ewma\", \"least_request\" or \"round_robin\""),
+                    ))
+                }
+            },
+        };
         Ok(Upstream {
             backends,
             max_idle_per_backend,
             pool_idle_timeout: self.duration(raw.pool_idle_timeout, &format!("{key}.pool_idle_timeout"), "90s")?,
+            balance,
+            ewma_decay: self.duration(raw.ewma_decay, &format!("{key}.ewma_decay"), "10s")?,
+            ewma_default_rtt: self.duration(raw.ewma_default_rtt, &format!("{key}.ewma_default_rtt"), "30ms")?,
             tls,
         })
     }
@@ -703,6 +743,25 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(
             error(&zero),
             "t.toml:9:18: routes[0].max_body_bytes: 0 must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn balancing_defaults_to_peak_ewma_and_names_its_policies() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        let app = &config.upstreams["app"];
+        assert_eq!(app.balance, BalancePolicy::PeakEwma);
+        assert_eq!(app.ewma_decay, Duration::from_secs(10));
+        assert_eq!(app.ewma_default_rtt, Duration::from_millis(30));
+        let chosen = format!("{MINIMAL}balance = \"least_request\"\newma_decay = \"5s\"\n");
+        let app = &parse(Path::new("t.toml"), &chosen).expect("valid").upstreams["app"];
+        assert_eq!(
+            (app.balance, app.ewma_decay),
+            (BalancePolicy::LeastRequest, Duration::from_secs(5))
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}balance = \"random\"\n")),
+            "t.toml:12:11: upstreams.app.balance: \"random\" is not a policy: use \"peak_ewma\", \"least_request\" or \"round_robin\""
         );
     }
 

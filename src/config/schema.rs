@@ -113,6 +113,9 @@ pub(crate) struct Upstream {
     pub backends: Spanned<Vec<Spanned<String>>>,
     pub max_idle_per_backend: Option<Spanned<i64>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
+    pub balance: Option<Spanned<String>>,
+    pub ewma_decay: Option<Spanned<String>>,
+    pub ewma_default_rtt: Option<Spanned<String>>,
     pub tls: Option<UpstreamTls>,
 }
 

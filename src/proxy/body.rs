@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 use super::headers;
 use super::http1::ClientError;
 use super::pool::Lease;
+use crate::balance::InFlight;
 use crate::middleware::record_latency::Labelled;
 
 /// Why a response body stopped before its end.
@@ -48,6 +49,8 @@ pub struct ProxyBody {
     sent: Option<std::time::Instant>,
     /// When the upstream body ended.
     ended_at: Option<std::time::Instant>,
+    /// The request counted in flight to its backend, released with the body.
+    in_flight: Option<InFlight>,
 }
 
 enum Kind {
@@ -83,6 +86,12 @@ impl ProxyBody {
         body
     }
 
+    /// Keeps the request counted in flight to its backend until the body
+    /// is done with (ended, failed, or dropped by a client that left).
+    pub fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
     /// Labels the body with the route that served it, for metrics.
     pub fn set_route(&mut self, route: Option<usize>) {
         self.route = route;
@@ -108,6 +117,7 @@ impl From<Kind> for ProxyBody {
             route: None,
             sent: None,
             ended_at: None,
+            in_flight: None,
         }
     }
 }

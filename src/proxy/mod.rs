@@ -39,6 +39,7 @@ pub use pool::SendError;
 pub use route::{Route, Router};
 pub use upstream::{Backend, Cluster, Lease};
 
+use crate::balance::InFlight;
 use crate::config::{Config, Timeouts};
 use crate::metrics::{Metrics, RouteSlotsFull};
 use headers::ClientSide;
@@ -255,6 +256,9 @@ struct Pooled {
     send: SendFuture,
     cluster: usize,
     backend: usize,
+    /// The request counted in flight to its backend, until the response
+    /// body goes.
+    in_flight: Option<InFlight>,
     /// The whole-request deadline, if one is configured.
     deadline: Option<Instant>,
     /// When the exchange was made.
@@ -269,6 +273,8 @@ struct Upgrade {
     /// The protocols offered to the backend (the `Upgrade` value sent).
     offered: HeaderValue,
     header_timeout: std::time::Duration,
+    /// Counted in flight to the backend until its answer.
+    _in_flight: InFlight,
 }
 
 /// A pooled exchange: the response head and the lease streaming its body.
@@ -329,12 +335,27 @@ impl Future for Forward {
                     Ok((response, lease)) => {
                         let (mut parts, ()) = response.into_parts();
                         headers::rewrite_response(&mut parts.headers, false);
-                        let body = ProxyBody::upstream(lease, exchange.deadline, exchange.sent);
+                        let mut body = ProxyBody::upstream(lease, exchange.deadline, exchange.sent);
+                        if let Some(in_flight) = exchange.in_flight.take() {
+                            // The balancer's latency sample: time to headers.
+                            if parts.status.is_server_error() {
+                                in_flight.failed();
+                            } else {
+                                in_flight.answered(exchange.sent.elapsed());
+                            }
+                            body.hold(in_flight);
+                        }
                         Ok(Response::from_parts(parts, body))
                     }
                     Err(err) => {
                         let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
-                        Err(shared.classify(exchange.cluster, backend, err))
+                        let error = shared.classify(exchange.cluster, backend, err);
+                        if let Some(in_flight) = exchange.in_flight.take() {
+                            if error.fault() == Fault::Upstream {
+                                in_flight.failed();
+                            }
+                        }
+                        Err(error)
                     }
                 };
                 (result, *route)
@@ -390,7 +411,8 @@ impl Shared {
         }
         let cluster_index = route.upstream;
         let cluster = &self.clusters[cluster_index];
-        let backend_index = cluster.pick();
+        let picked = cluster.pick();
+        let backend_index = picked.index;
         let backend = cluster.backend(backend_index);
 
         let upgrade = match parts.version {
@@ -427,6 +449,7 @@ impl Shared {
                     client_side,
                     offered,
                     header_timeout,
+                    _in_flight: picked.in_flight,
                 }));
             }
         }
@@ -443,6 +466,7 @@ impl Shared {
             send: Box::pin(backend.send(request, headers, body, sent, header_timeout, route.max_body_bytes)),
             cluster: cluster_index,
             backend: backend_index,
+            in_flight: Some(picked.in_flight),
             deadline,
             sent,
         }))

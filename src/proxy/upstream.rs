@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 
 use super::http1::EncodedRequest;
 use super::pool::{self, Pool, SendError};
-use crate::balance::RoundRobin;
+use crate::balance::{self, Balance, InFlight, Load};
 use crate::config;
 use crate::metrics::ClusterCounters;
 
@@ -27,6 +27,15 @@ pub struct Backend {
     pub addr: SocketAddr,
     host: http::HeaderValue,
     pool: Arc<Pool>,
+}
+
+/// The backend chosen for a request, counted in flight until the guard
+/// goes.
+pub struct Picked {
+    /// Its index in the cluster.
+    pub index: usize,
+    /// Its request in flight.
+    pub in_flight: InFlight,
 }
 
 impl Backend {
@@ -74,7 +83,9 @@ pub struct Cluster {
     /// The cluster's name from the config.
     pub name: String,
     backends: Vec<Backend>,
-    balancer: RoundRobin,
+    /// Each backend's load, in the order of `backends`.
+    loads: Vec<Arc<Load>>,
+    balancer: Box<dyn Balance>,
     /// Its connect failures and timeouts.
     pub counters: ClusterCounters,
     /// What it was built from, to tell whether a reload changed it.
@@ -116,10 +127,16 @@ impl Cluster {
                 )),
             })
             .collect();
+        let loads = upstream
+            .backends
+            .iter()
+            .map(|_| Arc::new(Load::new(upstream.ewma_default_rtt, upstream.ewma_decay)))
+            .collect();
         Self {
             name: name.to_owned(),
             backends,
-            balancer: RoundRobin::new(),
+            loads,
+            balancer: balance::for_policy(upstream.balance),
             counters,
             definition: upstream.clone(),
             connect_timeout: timeouts.connect,
@@ -132,9 +149,14 @@ impl Cluster {
         self.definition == *upstream && self.connect_timeout == timeouts.connect
     }
 
-    /// The index of the backend for the next request.
-    pub fn pick(&self) -> usize {
-        self.balancer.pick(self.backends.len())
+    /// The backend for the next request, by the cluster's policy, counted
+    /// in flight from now.
+    pub fn pick(&self) -> Picked {
+        let index = balance::pick(&*self.balancer, &self.loads);
+        Picked {
+            index,
+            in_flight: self.loads[index].start(),
+        }
     }
 
     /// Backend `index` (from [`Cluster::pick`]).

@@ -3,6 +3,8 @@
 //! library's server in-process), and real HTTP and WebSocket clients.
 //!
 //! - `conformance/`: proxy behaviour, run against tailcut and the Go proxy alike.
+//! - `balance.rs`: tailcut's load-aware balancing against a slow backend
+//!   (the Go proxy balances round-robin, as httputil users run it).
 //! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
 //!   and zero-downtime restart.
 //! - `goproxy.rs`: the Go proxy's own checks (gofmt, vet, unit tests, config errors).
@@ -18,6 +20,7 @@
 #[global_allocator]
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
+mod balance;
 mod cli;
 mod conformance;
 mod deploy;

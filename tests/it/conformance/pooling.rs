@@ -24,7 +24,8 @@ async fn reuses_upstream_connections_across_requests(kind: Kind) {
 
 async fn spreads_requests_round_robin_across_backends(kind: Kind) {
     let (a, b) = (Upstream::start().await, Upstream::start().await);
-    let proxy = Proxy::start(kind, &config(&[a.addr, b.addr], ""));
+    let round_robin = config(&[a.addr, b.addr], "").replace("backends = [", "balance = \"round_robin\"\nbackends = [");
+    let proxy = Proxy::start(kind, &round_robin);
     let client = h1_client();
     for _ in 0..10 {
         let response = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");

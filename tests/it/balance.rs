@@ -1,0 +1,45 @@
+//! Load-aware balancing with real backends: five backends, one of them
+//! answering every request 50 ms late, and one client sending requests one
+//! at a time (the hardest case for the power of two choices: nothing is in
+//! flight when a choice is made, so only the latency estimate tells the
+//! slow backend apart).
+
+use std::time::Duration;
+
+use crate::support::raw_backend::{write, Act, RawBackend, OK};
+use crate::support::{config, h1_client, Kind, Proxy};
+
+/// How many of `requests` sequential requests each of five backends
+/// served, the first answering 50 ms late, under `policy`.
+async fn shares(policy: &str, requests: usize) -> Vec<usize> {
+    let slow = RawBackend::start(|_| vec![Act::Pause(Duration::from_millis(50)), write(OK)]).await;
+    let mut backends = vec![slow];
+    for _ in 0..4 {
+        backends.push(RawBackend::start(|_| vec![write(OK)]).await);
+    }
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let proxy = Proxy::start(
+        Kind::Tailcut,
+        &config(&addrs, "").replace("backends = [", &format!("balance = \"{policy}\"\nbackends = [")),
+    );
+    let client = h1_client();
+    for _ in 0..requests {
+        let response = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
+        assert_eq!(response.status(), 200);
+        crate::support::body_bytes(response.into_body()).await;
+    }
+    backends.iter().map(|b| b.requests().len()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_sends_a_slow_backend_few_requests() {
+    let round_robin = shares("round_robin", 200).await;
+    let least_request = shares("least_request", 200).await;
+    let peak_ewma = shares("peak_ewma", 200).await;
+    eprintln!("requests served by [slow, fast x4]: round_robin {round_robin:?}, least_request {least_request:?}, peak_ewma {peak_ewma:?}");
+    assert_eq!(round_robin, [40, 40, 40, 40, 40]);
+    // Its first answer sets its estimate to 50 ms, against well under 1 ms
+    // for the others: it is drawn in 40% of the pairs, and loses each.
+    assert!(peak_ewma[0] < 10, "the slow backend served {peak_ewma:?}");
+    assert_eq!(peak_ewma.iter().sum::<usize>(), 200);
+}
