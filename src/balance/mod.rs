@@ -54,6 +54,10 @@ pub fn for_policy(policy: BalancePolicy) -> Box<dyn Balance> {
 /// Picks with this thread's generator: one per worker thread, so that
 /// drawing takes no lock.
 pub fn pick(balance: &dyn Balance, loads: &[Arc<Load>]) -> usize {
+    // One backend: nothing to choose, no clock or draw to pay for.
+    if loads.len() < 2 {
+        return 0;
+    }
     thread_local! {
         static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_entropy());
     }
@@ -178,11 +182,11 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// The backend answered with response headers `rtt` after the request
-    /// was sent: a latency sample. The request stays in flight until the
-    /// guard is dropped (with the response body).
-    pub fn answered(&self, rtt: Duration) {
-        self.load.observe(rtt, Instant::now());
+    /// The backend answered with response headers at `now`, `rtt` after
+    /// the request was sent: a latency sample. The request stays in flight
+    /// until the guard is dropped (with the response body).
+    pub fn answered(&self, rtt: Duration, now: Instant) {
+        self.load.observe(rtt, now);
     }
 
     /// The exchange failed (or the backend answered 5xx): recorded as a
@@ -248,7 +252,7 @@ mod tests {
         let failed = load.start();
         let abandoned = load.start();
         assert_eq!(load.in_flight(), 3);
-        answered.answered(Duration::from_millis(1));
+        answered.answered(Duration::from_millis(1), Instant::now());
         drop(answered);
         failed.failed();
         drop(failed);

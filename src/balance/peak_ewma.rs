@@ -53,7 +53,7 @@ mod tests {
             };
             let request = loads[i].start();
             tokio::time::advance(rtt).await;
-            request.answered(rtt);
+            request.answered(rtt, Instant::now());
         }
         // Round-robin would give it 400.
         assert!(served[0] < 40, "the slow backend served {served:?}");
@@ -76,7 +76,7 @@ mod tests {
                 request.failed();
             } else {
                 tokio::time::advance(Duration::from_millis(2)).await;
-                request.answered(Duration::from_millis(2));
+                request.answered(Duration::from_millis(2), Instant::now());
             }
         }
         assert!(served[2] < 100, "the failing backend served {served:?}");

@@ -341,7 +341,8 @@ impl Future for Forward {
                             if parts.status.is_server_error() {
                                 in_flight.failed();
                             } else {
-                                in_flight.answered(exchange.sent.elapsed());
+                                let now = std::time::Instant::now();
+                                in_flight.answered(now.saturating_duration_since(exchange.sent), now.into());
                             }
                             body.hold(in_flight);
                         }
