@@ -7,9 +7,11 @@
 //! open connections or know about HTTP.
 //!
 //! Policies ([`Balance`]): `peak_ewma` (the default), `least_request`, both
-//! the power of two choices ([`p2c`]), and `round_robin`.
+//! the power of two choices ([`p2c`]), and `round_robin`; they choose among
+//! the backends that passive outlier ejection ([`Ejector`]) left in.
 
 mod least_request;
+mod outlier;
 mod peak_ewma;
 mod round_robin;
 
@@ -23,6 +25,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use tokio::time::Instant;
 
 pub use least_request::LeastRequest;
+pub use outlier::Ejector;
 pub use peak_ewma::PeakEwma;
 pub use round_robin::RoundRobin;
 
@@ -91,6 +94,8 @@ pub struct Load {
     estimate: Mutex<Estimate>,
     default_rtt: Duration,
     decay: Duration,
+    /// The cluster's ejection state, and this backend's place in it.
+    ejection: Option<(Arc<Ejector>, usize)>,
 }
 
 /// The latency estimate as last updated.
@@ -114,6 +119,16 @@ impl Load {
             }),
             default_rtt,
             decay,
+            ejection: None,
+        }
+    }
+
+    /// [`Load::new`] for backend `index` of a cluster whose failures
+    /// `ejector` counts.
+    pub fn in_cluster(default_rtt: Duration, decay: Duration, ejector: Arc<Ejector>, index: usize) -> Self {
+        Load {
+            ejection: Some((ejector, index)),
+            ..Load::new(default_rtt, decay)
         }
     }
 
@@ -141,9 +156,25 @@ impl Load {
         }
     }
 
-    /// Peak-EWMA's cost: the latency estimate × (in flight + 1).
+    /// Peak-EWMA's cost: the latency estimate × (in flight + 1). A backend
+    /// that has not answered yet and has nothing in flight costs nothing:
+    /// it wins any choice it is drawn in, so one request probes it at once
+    /// and its answer sets its estimate (as Finagle probes a backend with
+    /// no history). Until then it costs `default_rtt` × (in flight + 1):
+    /// neither starved, had the others answered faster than the default,
+    /// nor flooded.
     pub fn cost(&self, now: Instant) -> f64 {
-        self.latency_estimate(now) * (self.in_flight() + 1) as f64
+        let in_flight = self.in_flight();
+        let sampled = self
+            .estimate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rtt
+            .is_some();
+        if !sampled && in_flight == 0 {
+            return 0.0;
+        }
+        self.latency_estimate(now) * (in_flight + 1) as f64
     }
 
     /// `exp(-elapsed / decay)`: how much of a value `elapsed` old remains.
@@ -187,12 +218,19 @@ impl InFlight {
     /// until the guard is dropped (with the response body).
     pub fn answered(&self, rtt: Duration, now: Instant) {
         self.load.observe(rtt, now);
+        if let Some((ejector, index)) = &self.load.ejection {
+            ejector.succeeded(*index);
+        }
     }
 
     /// The exchange failed (or the backend answered 5xx): recorded as a
-    /// sample of [`FAILURE_RTT`].
+    /// sample of [`FAILURE_RTT`], and as a failure toward ejection.
     pub fn failed(&self) {
-        self.load.observe(FAILURE_RTT, Instant::now());
+        let now = Instant::now();
+        self.load.observe(FAILURE_RTT, now);
+        if let Some((ejector, index)) = &self.load.ejection {
+            ejector.failed(*index, now);
+        }
     }
 }
 

@@ -60,6 +60,40 @@ mod tests {
         assert!(served[1..].iter().all(|&n| n > 300), "{served:?}");
     }
 
+    /// A backend joining four that answer in 1 ms gets a first request at
+    /// once (not starved behind its 30 ms default), and then no more than
+    /// its answers earn (not flooded).
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_backend_is_probed_at_once_and_not_flooded() {
+        let loads = loads(5);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        let warm = &loads[..4];
+        for load in warm {
+            load.start().answered(Duration::from_millis(1), Instant::now());
+        }
+        // Ten requests at a time, held while the next choices are made.
+        let mut cold = 0;
+        let mut first_pick = None;
+        for round in 0..20 {
+            let mut held = Vec::new();
+            for _ in 0..10 {
+                let i = PeakEwma.pick(&loads, Instant::now(), &mut rng);
+                if i == 4 {
+                    cold += 1;
+                    first_pick.get_or_insert(round);
+                }
+                held.push((i, loads[i].start()));
+            }
+            tokio::time::advance(Duration::from_millis(1)).await;
+            for (_, request) in held {
+                request.answered(Duration::from_millis(1), Instant::now());
+            }
+        }
+        assert_eq!(first_pick, Some(0), "probed in the first round");
+        // An even share would be 40 of 200.
+        assert!((1..=80).contains(&cold), "the cold backend served {cold} of 200");
+    }
+
     /// A backend that answers every request with a fast failure draws no
     /// more than its share: the failure counts as a slow answer.
     #[tokio::test(start_paused = true)]

@@ -190,8 +190,27 @@ pub struct Upstream {
     /// The latency estimate of a backend that has answered nothing yet.
     #[serde(serialize_with = "as_humantime")]
     pub ewma_default_rtt: Duration,
+    /// Passive outlier ejection: when a backend that keeps failing is
+    /// taken out of the rotation, and for how long.
+    pub outlier: Outlier,
     /// TLS to the backends; `None`: cleartext.
     pub tls: Option<tls::UpstreamTls>,
+}
+
+/// Passive outlier ejection (`[upstreams.NAME.outlier]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outlier {
+    /// Failures in a row (gateway errors and 5xx answers) that eject a backend.
+    pub consecutive_failures: NonZeroUsize,
+    /// How long a first ejection lasts; the n-th lasts n times as long.
+    #[serde(serialize_with = "as_humantime")]
+    pub base_ejection: Duration,
+    /// The longest an ejection lasts.
+    #[serde(serialize_with = "as_humantime")]
+    pub max_ejection: Duration,
+    /// The most backends of the cluster ejected at once, in percent,
+    /// counting the one about to be; the last healthy one never is.
+    pub max_ejected_percent: usize,
 }
 
 /// How an upstream cluster chooses a backend.
@@ -545,6 +564,7 @@ impl Validator<'_> {
                 }
             },
         };
+        let outlier = self.outlier(raw.outlier, &format!("{key}.outlier"))?;
         Ok(Upstream {
             backends,
             max_idle_per_backend,
@@ -552,7 +572,51 @@ impl Validator<'_> {
             balance,
             ewma_decay: self.duration(raw.ewma_decay, &format!("{key}.ewma_decay"), "10s")?,
             ewma_default_rtt: self.duration(raw.ewma_default_rtt, &format!("{key}.ewma_default_rtt"), "30ms")?,
+            outlier,
             tls,
+        })
+    }
+
+    fn outlier(&self, raw: Option<schema::Outlier>, key: &str) -> Result<Outlier, Invalid> {
+        let raw = raw.unwrap_or(schema::Outlier {
+            consecutive_failures: None,
+            base_ejection: None,
+            max_ejection: None,
+            max_ejected_percent: None,
+        });
+        let base_ejection = self.duration(raw.base_ejection, &format!("{key}.base_ejection"), "30s")?;
+        let max_span = raw.max_ejection.as_ref().map(Spanned::span);
+        let max_ejection = self.duration(raw.max_ejection, &format!("{key}.max_ejection"), "300s")?;
+        if max_ejection < base_ejection {
+            return Err(self.locator.error(
+                max_span,
+                format!("{key}.max_ejection"),
+                "must not be shorter than base_ejection",
+            ));
+        }
+        let max_ejected_percent = match raw.max_ejected_percent {
+            None => 50,
+            Some(percent) => {
+                let value = self.non_negative(&percent, &format!("{key}.max_ejected_percent"))?;
+                if value > 100 {
+                    return Err(self.locator.error(
+                        Some(percent.span()),
+                        format!("{key}.max_ejected_percent"),
+                        format!("{value} is over 100"),
+                    ));
+                }
+                value
+            }
+        };
+        Ok(Outlier {
+            consecutive_failures: self.count(
+                raw.consecutive_failures,
+                &format!("{key}.consecutive_failures"),
+                NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+            )?,
+            base_ejection,
+            max_ejection,
+            max_ejected_percent,
         })
     }
 
@@ -762,6 +826,34 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(
             error(&format!("{MINIMAL}balance = \"random\"\n")),
             "t.toml:12:11: upstreams.app.balance: \"random\" is not a policy: use \"peak_ewma\", \"least_request\" or \"round_robin\""
+        );
+    }
+
+    #[test]
+    fn outlier_ejection_has_defaults_that_fire_on_small_clusters() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        let outlier = &config.upstreams["app"].outlier;
+        assert_eq!(outlier.consecutive_failures.get(), 5);
+        assert_eq!(outlier.base_ejection, Duration::from_secs(30));
+        assert_eq!(outlier.max_ejection, Duration::from_secs(300));
+        assert_eq!(outlier.max_ejected_percent, 50);
+        let set = format!("{MINIMAL}[upstreams.app.outlier]\nconsecutive_failures = 2\nbase_ejection = \"1s\"\n");
+        let outlier = parse(Path::new("t.toml"), &set).expect("valid").upstreams["app"]
+            .outlier
+            .clone();
+        assert_eq!(
+            (outlier.consecutive_failures.get(), outlier.base_ejection),
+            (2, Duration::from_secs(1))
+        );
+        assert_eq!(
+            error(&format!(
+                "{MINIMAL}[upstreams.app.outlier]\nmax_ejected_percent = 101\n"
+            )),
+            "t.toml:13:23: upstreams.app.outlier.max_ejected_percent: 101 is over 100"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[upstreams.app.outlier]\nmax_ejection = \"1s\"\n")),
+            "t.toml:13:16: upstreams.app.outlier.max_ejection: must not be shorter than base_ejection"
         );
     }
 

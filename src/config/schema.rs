@@ -116,7 +116,17 @@ pub(crate) struct Upstream {
     pub balance: Option<Spanned<String>>,
     pub ewma_decay: Option<Spanned<String>>,
     pub ewma_default_rtt: Option<Spanned<String>>,
+    pub outlier: Option<Outlier>,
     pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Outlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 
 use super::http1::EncodedRequest;
 use super::pool::{self, Pool, SendError};
-use crate::balance::{self, Balance, InFlight, Load};
+use crate::balance::{self, Balance, Ejector, InFlight, Load};
 use crate::config;
 use crate::metrics::ClusterCounters;
 
@@ -85,6 +85,8 @@ pub struct Cluster {
     backends: Vec<Backend>,
     /// Each backend's load, in the order of `backends`.
     loads: Vec<Arc<Load>>,
+    /// Which backends are ejected for failing.
+    ejector: Arc<Ejector>,
     balancer: Box<dyn Balance>,
     /// Its connect failures and timeouts.
     pub counters: ClusterCounters,
@@ -127,15 +129,22 @@ impl Cluster {
                 )),
             })
             .collect();
-        let loads = upstream
-            .backends
-            .iter()
-            .map(|_| Arc::new(Load::new(upstream.ewma_default_rtt, upstream.ewma_decay)))
+        let ejector = Arc::new(Ejector::new(upstream.backends.len(), upstream.outlier.clone()));
+        let loads = (0..upstream.backends.len())
+            .map(|index| {
+                Arc::new(Load::in_cluster(
+                    upstream.ewma_default_rtt,
+                    upstream.ewma_decay,
+                    ejector.clone(),
+                    index,
+                ))
+            })
             .collect();
         Self {
             name: name.to_owned(),
             backends,
             loads,
+            ejector,
             balancer: balance::for_policy(upstream.balance),
             counters,
             definition: upstream.clone(),
@@ -152,7 +161,14 @@ impl Cluster {
     /// The backend for the next request, by the cluster's policy, counted
     /// in flight from now.
     pub fn pick(&self) -> Picked {
-        let index = balance::pick(&*self.balancer, &self.loads);
+        let index = match self.ejector.in_rotation(tokio::time::Instant::now) {
+            None => balance::pick(&*self.balancer, &self.loads),
+            // Some backend is ejected: choose among the others.
+            Some(in_rotation) => {
+                let loads: Vec<Arc<Load>> = in_rotation.iter().map(|&i| self.loads[i].clone()).collect();
+                in_rotation[balance::pick(&*self.balancer, &loads)]
+            }
+        };
         Picked {
             index,
             in_flight: self.loads[index].start(),

@@ -43,3 +43,57 @@ async fn peak_ewma_sends_a_slow_backend_few_requests() {
     assert!(peak_ewma[0] < 10, "the slow backend served {peak_ewma:?}");
     assert_eq!(peak_ewma.iter().sum::<usize>(), 200);
 }
+
+/// Sends `n` requests one at a time; how many got 502.
+async fn bad_gateways(proxy: &Proxy, n: usize) -> usize {
+    let client = h1_client();
+    let mut failed = 0;
+    for _ in 0..n {
+        let response = client.get(proxy.url("/").parse().expect("uri")).await.expect("send");
+        if response.status() == 502 {
+            failed += 1;
+        }
+        crate::support::body_bytes(response.into_body()).await;
+    }
+    failed
+}
+
+/// A backend that refuses connections is ejected after
+/// `consecutive_failures` of them, comes back after `base_ejection`, and is
+/// ejected again after as many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_backend_is_ejected_and_comes_back_after_its_ejection() {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (a, b) = (
+        RawBackend::start(|_| vec![write(OK)]).await,
+        RawBackend::start(|_| vec![write(OK)]).await,
+    );
+    for policy in ["round_robin", "peak_ewma"] {
+        let upstream = format!(
+            "balance = \"{policy}\"\nbackends = [\"{}\", \"{}\", \"{refusing}\"]\n\
+             [upstreams.app.outlier]\nconsecutive_failures = 2\nbase_ejection = \"1s\"\n",
+            a.addr, b.addr
+        );
+        let config = config(&[a.addr], "").replace(&format!("backends = [\"{}\"]\n", a.addr), &upstream);
+        let proxy = Proxy::start(Kind::Tailcut, &config);
+        let first = bad_gateways(&proxy, 30).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let after_ejection = bad_gateways(&proxy, 30).await;
+        eprintln!("{policy}: 502s in 30 requests: {first}; after the first ejection ended: {after_ejection}");
+        assert!(first <= 2, "{policy}: {first} failures before ejection");
+        assert!(
+            after_ejection <= 2,
+            "{policy}: {after_ejection} failures after re-admission"
+        );
+        if policy == "round_robin" {
+            assert_eq!(
+                (first, after_ejection),
+                (2, 2),
+                "round-robin reaches it every third request"
+            );
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Passive outlier ejection: a backend whose requests keep failing is taken
+//! out of the rotation for a while, as Envoy's outlier detection and
+//! nginx's `max_fails` do.
+//!
+//! A backend is ejected after `consecutive_failures` failures in a row
+//! (gateway errors and 5xx answers; any success resets the count). Its n-th
+//! ejection lasts n × `base_ejection`, at most `max_ejection`, plus up to a
+//! tenth more at random so that backends ejected together do not return
+//! together; the count starts again once it has stayed in for
+//! `max_ejection`. An ejection never leaves the cluster without a backend:
+//! it happens only if, counting the backend about to go, at most
+//! `max_ejected_percent` of the cluster is out and one backend is still in.
+//! The decision is taken when the failure is recorded, under a lock held
+//! only then; choosing a backend reads one atomic while nothing is ejected.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::config::Outlier;
+
+/// The ejection state of one cluster's backends.
+#[derive(Debug)]
+pub struct Ejector {
+    config: Outlier,
+    /// Times are kept as nanoseconds after this instant.
+    base: Instant,
+    backends: Vec<Ejection>,
+    /// The latest end of any ejection (0: none ever): past it, nothing is
+    /// ejected and a choice need not look further.
+    latest_end: AtomicU64,
+    /// Serialises ejection decisions.
+    deciding: Mutex<()>,
+    /// Ejections so far, for metrics and logs.
+    ejections: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    /// Failures in a row.
+    failures: AtomicUsize,
+    /// When its current or last ejection ends (0: never ejected).
+    until: AtomicU64,
+    /// How many times it was ejected, for the length of the next one.
+    times: AtomicUsize,
+}
+
+impl Ejector {
+    /// `backends` backends, none ejected.
+    pub fn new(backends: usize, config: Outlier) -> Self {
+        Ejector {
+            config,
+            base: Instant::now(),
+            backends: (0..backends).map(|_| Ejection::default()).collect(),
+            latest_end: AtomicU64::new(0),
+            deciding: Mutex::new(()),
+            ejections: AtomicUsize::new(0),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Backend `index` answered: its run of failures ends.
+    pub fn succeeded(&self, index: usize) {
+        let failures = &self.backends[index].failures;
+        // Read first: a healthy backend's count stays 0 and its cache line clean.
+        if failures.load(Ordering::Relaxed) != 0 {
+            failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Backend `index` failed at `now`; true if that ejected it.
+    pub fn failed(&self, index: usize, now: Instant) -> bool {
+        let backend = &self.backends[index];
+        let failures = backend.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < self.config.consecutive_failures.get() {
+            return false;
+        }
+        let _deciding = self.deciding.lock().unwrap_or_else(PoisonError::into_inner);
+        let now_nanos = self.nanos(now);
+        let previous_end = backend.until.load(Ordering::Relaxed);
+        if previous_end > now_nanos {
+            // Already out: failures of requests sent before it went.
+            return false;
+        }
+        let out = self
+            .backends
+            .iter()
+            .filter(|b| b.until.load(Ordering::Relaxed) > now_nanos)
+            .count();
+        let total = self.backends.len();
+        let after = out + 1;
+        if after >= total || after * 100 > total * self.config.max_ejected_percent {
+            return false;
+        }
+        // The count of ejections starts again for a backend that stayed in
+        // for the longest ejection.
+        let max = self.config.max_ejection;
+        let stayed_in = Duration::from_nanos(now_nanos.saturating_sub(previous_end));
+        let times = if previous_end == 0 || stayed_in >= max {
+            1
+        } else {
+            backend.times.load(Ordering::Relaxed) + 1
+        };
+        backend.times.store(times, Ordering::Relaxed);
+        let length = self
+            .config
+            .base_ejection
+            .saturating_mul(u32::try_from(times).unwrap_or(u32::MAX))
+            .min(max);
+        let jitter = length.mul_f64(rand::thread_rng().gen_range(0.0..0.1));
+        let until = self.nanos(now + length + jitter);
+        backend.until.store(until, Ordering::Relaxed);
+        backend.failures.store(0, Ordering::Relaxed);
+        self.latest_end.fetch_max(until, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            backend = index,
+            failures,
+            ejected_for = ?(length + jitter),
+            times,
+            "backend ejected after failures in a row"
+        );
+        true
+    }
+
+    /// The backends not ejected at `now`, or `None` if none is (the usual
+    /// case, answered without reading the clock when no backend was ever
+    /// ejected).
+    pub fn in_rotation(&self, now: impl FnOnce() -> Instant) -> Option<Vec<usize>> {
+        let latest = self.latest_end.load(Ordering::Relaxed);
+        if latest == 0 {
+            return None;
+        }
+        let now = self.nanos(now());
+        if now >= latest {
+            return None;
+        }
+        Some(
+            (0..self.backends.len())
+                .filter(|&i| self.backends[i].until.load(Ordering::Relaxed) <= now)
+                .collect(),
+        )
+    }
+
+    /// Whether backend `index` is ejected at `now`.
+    pub fn is_ejected(&self, index: usize, now: Instant) -> bool {
+        self.backends[index].until.load(Ordering::Relaxed) > self.nanos(now)
+    }
+
+    /// Ejections so far.
+    pub fn ejections(&self) -> usize {
+        self.ejections.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    fn ejector(backends: usize) -> Ejector {
+        Ejector::new(
+            backends,
+            Outlier {
+                consecutive_failures: NonZeroUsize::new(3).expect("non-zero"),
+                base_ejection: Duration::from_secs(30),
+                max_ejection: Duration::from_secs(300),
+                max_ejected_percent: 50,
+            },
+        )
+    }
+
+    fn fail(ejector: &Ejector, index: usize, times: usize) -> bool {
+        (0..times).any(|_| ejector.failed(index, Instant::now()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_in_a_row_eject_and_a_success_resets_the_run() {
+        let e = ejector(4);
+        assert!(!fail(&e, 0, 2));
+        e.succeeded(0);
+        assert!(!fail(&e, 0, 2), "the run started again");
+        assert!(fail(&e, 0, 1), "the third in a row");
+        assert_eq!(e.in_rotation(Instant::now), Some(vec![1, 2, 3]));
+        // Back after 30 s, plus at most 3 s of jitter.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(e.is_ejected(0, Instant::now()));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!e.is_ejected(0, Instant::now()));
+        assert_eq!(e.in_rotation(Instant::now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_ejection_lasts_longer_up_to_the_maximum() {
+        let e = ejector(4);
+        let mut lengths = Vec::new();
+        for _ in 0..12 {
+            assert!(fail(&e, 1, 3));
+            let start = Instant::now();
+            while e.is_ejected(1, Instant::now()) {
+                tokio::time::advance(Duration::from_secs(1)).await;
+            }
+            lengths.push((Instant::now() - start).as_secs());
+        }
+        // n x 30 s plus up to a tenth, capped at 300 s (plus its tenth).
+        for (n, &length) in lengths.iter().enumerate() {
+            let base = (30 * (n as u64 + 1)).min(300);
+            assert!(
+                (base..=base + base / 10 + 1).contains(&length),
+                "ejection {n}: {length} s, {lengths:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_the_last_backend_nor_more_than_the_percentage() {
+        // (backends, how many may be out at once at 50%)
+        for (backends, most) in [(1, 0), (2, 1), (3, 1), (10, 5)] {
+            let e = ejector(backends);
+            let ejected = (0..backends).filter(|&i| fail(&e, i, 3)).count();
+            assert_eq!(ejected, most, "{backends} backends");
+            let left = e.in_rotation(Instant::now).map_or(backends, |r| r.len());
+            assert!(left >= 1, "{backends} backends: none left");
+        }
+        let mut all_but_one = ejector(3);
+        all_but_one.config.max_ejected_percent = 100;
+        assert_eq!((0..3).filter(|&i| fail(&all_but_one, i, 3)).count(), 2);
+    }
+}
