@@ -156,6 +156,13 @@ impl Load {
         }
     }
 
+    /// Takes on `from`'s latency estimate: the same backend, kept by a
+    /// reload that rebuilt its cluster.
+    pub fn inherit(&self, from: &Load) {
+        let estimate = *from.estimate.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.estimate.lock().unwrap_or_else(PoisonError::into_inner) = estimate;
+    }
+
     /// Peak-EWMA's cost: the latency estimate × (in flight + 1). A backend
     /// that has not answered yet and has nothing in flight costs nothing:
     /// it wins any choice it is drawn in, so one request probes it at once

@@ -34,8 +34,6 @@ pub struct Ejector {
     latest_end: AtomicU64,
     /// Serialises ejection decisions.
     deciding: Mutex<()>,
-    /// Ejections so far, for metrics and logs.
-    ejections: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -44,8 +42,10 @@ struct Ejection {
     failures: AtomicUsize,
     /// When its current or last ejection ends (0: never ejected).
     until: AtomicU64,
-    /// How many times it was ejected, for the length of the next one.
+    /// How many times it was ejected lately, for the length of the next one.
     times: AtomicUsize,
+    /// How many times it was ejected in all.
+    total: AtomicUsize,
 }
 
 impl Ejector {
@@ -57,7 +57,6 @@ impl Ejector {
             backends: (0..backends).map(|_| Ejection::default()).collect(),
             latest_end: AtomicU64::new(0),
             deciding: Mutex::new(()),
-            ejections: AtomicUsize::new(0),
         }
     }
 
@@ -118,7 +117,7 @@ impl Ejector {
         backend.until.store(until, Ordering::Relaxed);
         backend.failures.store(0, Ordering::Relaxed);
         self.latest_end.fetch_max(until, Ordering::Relaxed);
-        self.ejections.fetch_add(1, Ordering::Relaxed);
+        backend.total.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             backend = index,
             failures,
@@ -153,9 +152,27 @@ impl Ejector {
         self.backends[index].until.load(Ordering::Relaxed) > self.nanos(now)
     }
 
-    /// Ejections so far.
-    pub fn ejections(&self) -> usize {
-        self.ejections.load(Ordering::Relaxed)
+    /// How many times backend `index` was ejected.
+    pub fn ejections(&self, index: usize) -> usize {
+        self.backends[index].total.load(Ordering::Relaxed)
+    }
+
+    /// Takes on the state backend `from_index` has in `from` as backend
+    /// `index`'s: its run of failures, its ejection (with its end) and its
+    /// count of ejections. For a reload that keeps the backend.
+    pub fn inherit(&self, index: usize, from: &Ejector, from_index: usize) {
+        let (old, new) = (&from.backends[from_index], &self.backends[index]);
+        new.failures
+            .store(old.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.times.store(old.times.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.total.store(old.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        let until = old.until.load(Ordering::Relaxed);
+        if until != 0 {
+            let end = from.base + Duration::from_nanos(until);
+            let until = self.nanos(end).max(1);
+            new.until.store(until, Ordering::Relaxed);
+            self.latest_end.fetch_max(until, Ordering::Relaxed);
+        }
     }
 }
 
@@ -217,6 +234,24 @@ mod tests {
                 "ejection {n}: {length} s, {lengths:?}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_backend_keeps_its_ejection_across_a_rebuild() {
+        let old = ejector(3);
+        assert!(fail(&old, 2, 3));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // Rebuilt with a backend added in front: the ejected one is now 3.
+        let new = ejector(4);
+        new.inherit(3, &old, 2);
+        assert!(new.is_ejected(3, Instant::now()));
+        assert_eq!(new.ejections(3), 1);
+        assert_eq!(new.in_rotation(Instant::now), Some(vec![0, 1, 2]));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            !new.is_ejected(3, Instant::now()),
+            "its ejection ends when it would have"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,23 @@ struct Inner {
     reloads: Family<Labels, Counter>,
     access_log: Option<AccessLog>,
     ready: AtomicBool,
+    /// What the proxy reports of its backends, once it is built.
+    backends: Arc<Late>,
+}
+
+/// A collector registered before what it collects exists: the proxy's
+/// per-backend state is read from the proxy, which is built after the
+/// registry (and the registry cannot change once shared).
+#[derive(Debug, Default)]
+struct Late(std::sync::OnceLock<Box<dyn Collector>>);
+
+impl Collector for Late {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.get() {
+            Some(collector) => collector.encode(encoder),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Route and cluster names per route slot, and the latencies recorded for them.
@@ -181,6 +198,12 @@ where
 }
 
 impl Metrics {
+    /// Reports `collector`'s metrics (the proxy's per-backend state) with
+    /// the others from now on; only the first one given is kept.
+    pub fn collect_backends(&self, collector: Box<dyn Collector>) {
+        let _ = self.inner.backends.0.set(collector);
+    }
+
     /// Counters and histograms for every route, cluster and listener in
     /// `config`; more are added as reloads bring new ones.
     pub fn new(config: &Config) -> Metrics {
@@ -229,6 +252,8 @@ impl Metrics {
             latency: Latency::new(config.admin.window),
         });
         registry.register_collector(Box::new(table.clone()));
+        let backends = Arc::new(Late::default());
+        registry.register_collector(Box::new(backends.clone()));
 
         let metrics = Metrics {
             inner: Arc::new(Inner {
@@ -242,6 +267,7 @@ impl Metrics {
                 reloads,
                 access_log,
                 ready: AtomicBool::new(false),
+                backends,
             }),
         };
         // Every configured label appears from the start, at zero.

@@ -8,6 +8,7 @@
 //! `http1`'s connection; this module never collects a body. Every failure is
 //! a [`ProxyError`], turned into a response in `error.rs` alone.
 
+mod backend_metrics;
 mod body;
 mod error;
 pub mod headers;
@@ -77,10 +78,11 @@ impl Proxy {
     /// requests and upstream failures are counted in `metrics`.
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, RouteSlotsFull> {
         let (shared, _) = Shared::build(config, &metrics, &[])?;
-        Ok(Self {
-            current: Arc::new(ArcSwap::from_pointee(shared)),
-            metrics,
-        })
+        let current = Arc::new(ArcSwap::from_pointee(shared));
+        metrics.collect_backends(Box::new(backend_metrics::BackendMetrics {
+            current: current.clone(),
+        }));
+        Ok(Self { current, metrics })
     }
 
     /// Switches to `config`'s routes, clusters and timeouts for every request
@@ -162,7 +164,14 @@ impl Shared {
                     }
                     None => {
                         reloaded.built.push(name.clone());
-                        Arc::new(Cluster::new(name, upstream, &config.timeouts, metrics.cluster(name)))
+                        let replaced = previous.iter().find(|c| c.name == *name).map(|c| &**c);
+                        Arc::new(Cluster::new(
+                            name,
+                            upstream,
+                            &config.timeouts,
+                            metrics.cluster(name),
+                            replaced,
+                        ))
                     }
                 }
             })
@@ -331,9 +340,11 @@ impl Future for Forward {
                 shared,
                 route,
             } => {
+                let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
                 let result = match ready!(exchange.send.as_mut().poll(cx)) {
                     Ok((response, lease)) => {
                         let (mut parts, ()) = response.into_parts();
+                        backend.count(parts.status);
                         headers::rewrite_response(&mut parts.headers, false);
                         let mut body = ProxyBody::upstream(lease, exchange.deadline, exchange.sent);
                         if let Some(in_flight) = exchange.in_flight.take() {
@@ -349,8 +360,8 @@ impl Future for Forward {
                         Ok(Response::from_parts(parts, body))
                     }
                     Err(err) => {
-                        let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
                         let error = shared.classify(exchange.cluster, backend, err);
+                        backend.count(error.status());
                         if let Some(in_flight) = exchange.in_flight.take() {
                             if error.fault() == Fault::Upstream {
                                 in_flight.failed();

@@ -6,6 +6,7 @@
 //! their bodies and keeps their connection moving.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::Response;
@@ -27,6 +28,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     host: http::HeaderValue,
     pool: Arc<Pool>,
+    /// Requests it served, by the class of the status the client got
+    /// (1xx to 5xx; a gateway failure is a 5xx).
+    answered: [AtomicU64; 5],
 }
 
 /// The backend chosen for a request, counted in flight until the guard
@@ -39,6 +43,17 @@ pub struct Picked {
 }
 
 impl Backend {
+    /// Counts a request it served whose client got `status`.
+    pub fn count(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.answered[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests it served, by status class (1xx to 5xx).
+    pub fn answered(&self) -> [u64; 5] {
+        self.answered.each_ref().map(|count| count.load(Ordering::Relaxed))
+    }
+
     /// `Host` naming this backend, for requests that arrive without one.
     pub fn host_header(&self) -> http::HeaderValue {
         self.host.clone()
@@ -96,12 +111,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// A cluster with empty pools; connections open on first use.
+    /// A cluster with empty pools; connections open on first use. The
+    /// backends it shares with `previous` (the cluster of the same name a
+    /// reload replaces) keep their latency estimates, ejections and counts.
     pub fn new(
         name: &str,
         upstream: &config::Upstream,
         timeouts: &config::Timeouts,
         counters: ClusterCounters,
+        previous: Option<&Cluster>,
     ) -> Self {
         let backends = upstream
             .backends
@@ -127,8 +145,9 @@ impl Cluster {
                             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
                     }),
                 )),
+                answered: Default::default(),
             })
-            .collect();
+            .collect::<Vec<_>>();
         let ejector = Arc::new(Ejector::new(upstream.backends.len(), upstream.outlier.clone()));
         let loads = (0..upstream.backends.len())
             .map(|index| {
@@ -139,7 +158,18 @@ impl Cluster {
                     index,
                 ))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        for (index, backend) in backends.iter().enumerate() {
+            let Some(old) = previous else { break };
+            let Some(old_index) = old.backends.iter().position(|b| b.addr == backend.addr) else {
+                continue;
+            };
+            loads[index].inherit(&old.loads[old_index]);
+            ejector.inherit(index, &old.ejector, old_index);
+            for (count, old_count) in backend.answered.iter().zip(old.backends[old_index].answered()) {
+                count.store(old_count, Ordering::Relaxed);
+            }
+        }
         Self {
             name: name.to_owned(),
             backends,
@@ -179,4 +209,34 @@ impl Cluster {
     pub fn backend(&self, index: usize) -> &Backend {
         &self.backends[index]
     }
+
+    /// Each backend with what is known of its state now, for metrics.
+    pub fn backend_states(&self) -> impl Iterator<Item = BackendState<'_>> {
+        let now = tokio::time::Instant::now();
+        self.backends
+            .iter()
+            .enumerate()
+            .map(move |(index, backend)| BackendState {
+                backend,
+                in_flight: self.loads[index].in_flight(),
+                latency_estimate: self.loads[index].latency_estimate(now),
+                ejected: self.ejector.is_ejected(index, now),
+                ejections: self.ejector.ejections(index),
+            })
+    }
+}
+
+/// A backend's state at one moment.
+#[derive(Debug)]
+pub struct BackendState<'a> {
+    /// The backend.
+    pub backend: &'a Backend,
+    /// Requests in flight to it.
+    pub in_flight: usize,
+    /// Its latency estimate, seconds.
+    pub latency_estimate: f64,
+    /// Whether outlier ejection has taken it out of rotation.
+    pub ejected: bool,
+    /// How many times it was ejected.
+    pub ejections: usize,
 }

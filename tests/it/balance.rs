@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::support::raw_backend::{write, Act, RawBackend, OK};
-use crate::support::{config, h1_client, Kind, Proxy};
+use crate::support::{config, get_text, h1_client, metric, Kind, Proxy};
 
 /// How many of `requests` sequential requests each of five backends
 /// served, the first answering 50 ms late, under `policy`.
@@ -96,4 +96,73 @@ async fn a_refusing_backend_is_ejected_and_comes_back_after_its_ejection() {
             );
         }
     }
+}
+
+/// The metric `name{cluster="app", backend=addr, ...labels}` as scraped now.
+async fn backend_metric(proxy: &Proxy, name: &str, addr: std::net::SocketAddr, labels: &[(&str, &str)]) -> f64 {
+    let (status, exposition) = get_text(proxy.admin.expect("admin listener"), "/metrics", None).await;
+    assert_eq!(status, 200);
+    let backend = addr.to_string();
+    let mut all = vec![("cluster", "app"), ("backend", backend.as_str())];
+    all.extend_from_slice(labels);
+    metric(&exposition, name, &all).unwrap_or_else(|| panic!("no {name} {all:?} in\n{exposition}"))
+}
+
+/// Each backend's state is in `/metrics`, and a reload that rebuilds the
+/// cluster (a backend added) keeps the state of the backends that remain:
+/// an ejected one stays ejected, counts go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_state_is_exported_and_survives_a_reload() {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (a, b) = (
+        RawBackend::start(|_| vec![write(OK)]).await,
+        RawBackend::start(|_| vec![write(OK)]).await,
+    );
+    let cluster = |backends: &[std::net::SocketAddr]| {
+        let list: Vec<String> = backends.iter().map(|addr| format!("\"{addr}\"")).collect();
+        config(&[a.addr], "").replace(
+            &format!("backends = [\"{}\"]\n", a.addr),
+            &format!(
+                "balance = \"round_robin\"\nbackends = [{}]\n\
+                 [upstreams.app.outlier]\nconsecutive_failures = 2\nbase_ejection = \"30s\"\n",
+                list.join(", ")
+            ),
+        )
+    };
+    let proxy = Proxy::start(Kind::Tailcut, &cluster(&[a.addr, b.addr, refusing]));
+    assert_eq!(bad_gateways(&proxy, 12).await, 2);
+
+    let scrape = |name, addr, labels: &'static [(&'static str, &'static str)]| {
+        let proxy = &proxy;
+        async move { backend_metric(proxy, name, addr, labels).await }
+    };
+    assert_eq!(scrape("tailcut_backend_ejected", refusing, &[]).await, 1.0);
+    assert_eq!(scrape("tailcut_backend_ejections_total", refusing, &[]).await, 1.0);
+    assert_eq!(
+        scrape("tailcut_backend_requests_total", refusing, &[("status_class", "5xx")]).await,
+        2.0
+    );
+    assert_eq!(scrape("tailcut_backend_ejected", a.addr, &[]).await, 0.0);
+    assert_eq!(scrape("tailcut_backend_in_flight", a.addr, &[]).await, 0.0);
+    let served_by_a = scrape("tailcut_backend_requests_total", a.addr, &[("status_class", "2xx")]).await;
+    assert_eq!(served_by_a, a.requests().len() as f64);
+    let estimate = scrape("tailcut_backend_latency_estimate_seconds", a.addr, &[]).await;
+    assert!(estimate > 0.0 && estimate < 0.030, "a's estimate: {estimate}");
+
+    // A backend added: the cluster is rebuilt, the others keep their state.
+    let c = RawBackend::start(|_| vec![write(OK)]).await;
+    proxy.rewrite_config(&cluster(&[c.addr, a.addr, b.addr, refusing]));
+    assert_eq!(proxy.reload()["message"], crate::support::RELOADED);
+    assert_eq!(scrape("tailcut_backend_ejected", refusing, &[]).await, 1.0);
+    assert_eq!(scrape("tailcut_backend_ejections_total", refusing, &[]).await, 1.0);
+    assert_eq!(
+        scrape("tailcut_backend_requests_total", a.addr, &[("status_class", "2xx")]).await,
+        served_by_a
+    );
+    let kept = scrape("tailcut_backend_latency_estimate_seconds", a.addr, &[]).await;
+    assert!(kept > 0.0 && kept <= estimate, "a's estimate after the reload: {kept}");
+    assert_eq!(bad_gateways(&proxy, 12).await, 0, "still ejected after the reload");
 }

@@ -1,0 +1,94 @@
+//! The state of every backend of the running configuration, as metrics:
+//! requests in flight, latency estimate, ejection, and requests served by
+//! status class. Read from the clusters when `/metrics` is scraped; nothing
+//! is recorded for it on the request path beyond what balancing keeps.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+
+use super::Shared;
+
+/// Reads the backends of whichever configuration is current.
+#[derive(Debug)]
+pub(super) struct BackendMetrics {
+    pub(super) current: Arc<ArcSwap<Shared>>,
+}
+
+impl Collector for BackendMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shared = self.current.load();
+        let states: Vec<(&str, String, super::upstream::BackendState<'_>)> = shared
+            .clusters
+            .iter()
+            .flat_map(|cluster| {
+                cluster
+                    .backend_states()
+                    .map(move |state| (cluster.name.as_str(), state.backend.addr.to_string(), state))
+            })
+            .collect();
+
+        let mut in_flight = encoder.encode_descriptor(
+            "tailcut_backend_in_flight",
+            "Requests in flight to the backend, from its choice to the end of the response body",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cluster, backend, state) in &states {
+            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+            ConstGauge::new(state.in_flight as i64).encode(in_flight.encode_family(&labels)?)?;
+        }
+        let mut estimate = encoder.encode_descriptor(
+            "tailcut_backend_latency_estimate_seconds",
+            "The backend's peak-EWMA latency estimate (time to response headers), decayed to now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cluster, backend, state) in &states {
+            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+            ConstGauge::new(state.latency_estimate).encode(estimate.encode_family(&labels)?)?;
+        }
+        let mut ejected = encoder.encode_descriptor(
+            "tailcut_backend_ejected",
+            "1 while outlier ejection keeps the backend out of rotation",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cluster, backend, state) in &states {
+            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+            ConstGauge::new(i64::from(state.ejected)).encode(ejected.encode_family(&labels)?)?;
+        }
+        let mut ejections = encoder.encode_descriptor(
+            "tailcut_backend_ejections",
+            "Times outlier ejection took the backend out of rotation",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cluster, backend, state) in &states {
+            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+            ConstCounter::new(state.ejections as u64).encode(ejections.encode_family(&labels)?)?;
+        }
+        let mut requests = encoder.encode_descriptor(
+            "tailcut_backend_requests",
+            "Requests sent to the backend, by the status class the client got (a gateway failure is 5xx)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cluster, backend, state) in &states {
+            for (class, count) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().zip(state.backend.answered()) {
+                let labels = [
+                    ("cluster", *cluster),
+                    ("backend", backend.as_str()),
+                    ("status_class", class),
+                ];
+                ConstCounter::new(count).encode(requests.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
