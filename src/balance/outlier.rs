@@ -11,9 +11,15 @@
 //! it happens only if, counting the backend about to go, at most
 //! `max_ejected_percent` of the cluster is out and one backend is still in.
 //! The decision is taken when the failure is recorded, under a lock held
-//! only then; choosing a backend reads one atomic while nothing is ejected.
+//! only then; choosing a backend reads two atomics while nothing is out.
+//!
+//! Active health checks report here too ([`Ejector::checked`]): a backend
+//! failing `unhealthy_threshold` checks in a row is out until it passes
+//! `healthy_threshold` in a row. When every backend is out (all failing
+//! their checks), the cluster balances over all of them: panic mode,
+//! counted, rather than failing every request.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,6 +40,10 @@ pub struct Ejector {
     latest_end: AtomicU64,
     /// Serialises ejection decisions.
     deciding: Mutex<()>,
+    /// Backends that failed their health checks now.
+    unhealthy: AtomicUsize,
+    /// Choices made in panic mode (every backend out).
+    panics: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +56,10 @@ struct Ejection {
     times: AtomicUsize,
     /// How many times it was ejected in all.
     total: AtomicUsize,
+    /// Failing its health checks (false until checks say so).
+    unhealthy: AtomicBool,
+    /// Health check results in a row that disagree with its state.
+    run: AtomicUsize,
 }
 
 impl Ejector {
@@ -57,6 +71,8 @@ impl Ejector {
             backends: (0..backends).map(|_| Ejection::default()).collect(),
             latest_end: AtomicU64::new(0),
             deciding: Mutex::new(()),
+            unhealthy: AtomicUsize::new(0),
+            panics: AtomicU64::new(0),
         }
     }
 
@@ -90,7 +106,7 @@ impl Ejector {
         let out = self
             .backends
             .iter()
-            .filter(|b| b.until.load(Ordering::Relaxed) > now_nanos)
+            .filter(|b| b.until.load(Ordering::Relaxed) > now_nanos || b.unhealthy.load(Ordering::Relaxed))
             .count();
         let total = self.backends.len();
         let after = out + 1;
@@ -133,18 +149,61 @@ impl Ejector {
     /// ejected).
     pub fn in_rotation(&self, now: impl FnOnce() -> Instant) -> Option<Vec<usize>> {
         let latest = self.latest_end.load(Ordering::Relaxed);
-        if latest == 0 {
+        let unhealthy = self.unhealthy.load(Ordering::Relaxed);
+        if latest == 0 && unhealthy == 0 {
             return None;
         }
         let now = self.nanos(now());
-        if now >= latest {
+        if now >= latest && unhealthy == 0 {
             return None;
         }
-        Some(
-            (0..self.backends.len())
-                .filter(|&i| self.backends[i].until.load(Ordering::Relaxed) <= now)
-                .collect(),
-        )
+        let in_rotation: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| {
+                let backend = &self.backends[i];
+                backend.until.load(Ordering::Relaxed) <= now && !backend.unhealthy.load(Ordering::Relaxed)
+            })
+            .collect();
+        if in_rotation.is_empty() {
+            // Panic mode: every backend out, so none is.
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(in_rotation)
+    }
+
+    /// A health check of backend `index` passed or not; returns its new
+    /// state (healthy or not) when that changed.
+    pub fn checked(&self, index: usize, passed: bool, healthy_after: usize, unhealthy_after: usize) -> Option<bool> {
+        let backend = &self.backends[index];
+        let unhealthy = backend.unhealthy.load(Ordering::Relaxed);
+        if passed != unhealthy {
+            // Agrees with its state: the run of disagreeing results ends.
+            backend.run.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let run = backend.run.fetch_add(1, Ordering::Relaxed) + 1;
+        let needed = if unhealthy { healthy_after } else { unhealthy_after };
+        if run < needed {
+            return None;
+        }
+        backend.run.store(0, Ordering::Relaxed);
+        backend.unhealthy.store(!unhealthy, Ordering::Relaxed);
+        if unhealthy {
+            self.unhealthy.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.unhealthy.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(unhealthy)
+    }
+
+    /// Whether backend `index` passes its health checks (always, without them).
+    pub fn is_healthy(&self, index: usize) -> bool {
+        !self.backends[index].unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Choices made in panic mode so far.
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// Whether backend `index` is ejected at `now`.
@@ -166,6 +225,9 @@ impl Ejector {
             .store(old.failures.load(Ordering::Relaxed), Ordering::Relaxed);
         new.times.store(old.times.load(Ordering::Relaxed), Ordering::Relaxed);
         new.total.store(old.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        if old.unhealthy.load(Ordering::Relaxed) && !new.unhealthy.swap(true, Ordering::Relaxed) {
+            self.unhealthy.fetch_add(1, Ordering::Relaxed);
+        }
         let until = old.until.load(Ordering::Relaxed);
         if until != 0 {
             let end = from.base + Duration::from_nanos(until);
@@ -234,6 +296,38 @@ mod tests {
                 "ejection {n}: {length} s, {lengths:?}"
             );
         }
+    }
+
+    #[test]
+    fn health_checks_take_a_backend_out_and_bring_it_back_by_their_thresholds() {
+        let e = ejector(2);
+        let check = |passed| e.checked(0, passed, 2, 3);
+        assert_eq!((check(false), check(false)), (None, None));
+        assert_eq!(check(true), None, "a pass ends the run of failures");
+        assert_eq!((check(false), check(false), check(false)), (None, None, Some(false)));
+        assert!(!e.is_healthy(0));
+        assert_eq!(e.in_rotation(Instant::now), Some(vec![1]));
+        assert_eq!((check(true), check(true)), (None, Some(true)));
+        assert_eq!(e.in_rotation(Instant::now), None);
+    }
+
+    #[test]
+    fn with_every_backend_out_the_cluster_balances_over_all_and_counts_it() {
+        let e = ejector(2);
+        for index in 0..2 {
+            for _ in 0..3 {
+                e.checked(index, false, 2, 3);
+            }
+        }
+        assert_eq!(e.in_rotation(Instant::now), None, "panic mode: all of them");
+        assert_eq!(e.panics(), 1);
+        // And an unhealthy backend counts as out when ejecting: with one of
+        // two out, the other is the last and stays.
+        let e = ejector(2);
+        for _ in 0..3 {
+            e.checked(0, false, 2, 3);
+        }
+        assert!(!fail(&e, 1, 3));
     }
 
     #[tokio::test(start_paused = true)]

@@ -193,6 +193,8 @@ pub struct Upstream {
     /// Passive outlier ejection: when a backend that keeps failing is
     /// taken out of the rotation, and for how long.
     pub outlier: Outlier,
+    /// Active health checks, when configured.
+    pub health: Option<Health>,
     /// TLS to the backends; `None`: cleartext.
     pub tls: Option<tls::UpstreamTls>,
 }
@@ -211,6 +213,27 @@ pub struct Outlier {
     /// The most backends of the cluster ejected at once, in percent,
     /// counting the one about to be; the last healthy one never is.
     pub max_ejected_percent: usize,
+}
+
+/// Active health checks (`[upstreams.NAME.health]`): a request to each
+/// backend every `interval`, off the request path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// The path requested (`GET`), starting with `/`.
+    pub path: String,
+    /// Time between two checks of a backend (each start jittered by up to
+    /// a tenth).
+    #[serde(serialize_with = "as_humantime")]
+    pub interval: Duration,
+    /// How long a check may take, connecting included.
+    #[serde(serialize_with = "as_humantime")]
+    pub timeout: Duration,
+    /// Passing checks in a row that put an unhealthy backend back.
+    pub healthy_threshold: NonZeroUsize,
+    /// Failing checks in a row that take a backend out.
+    pub unhealthy_threshold: NonZeroUsize,
+    /// The statuses that pass, inclusive.
+    pub expect_status: (u16, u16),
 }
 
 /// How an upstream cluster chooses a backend.
@@ -565,6 +588,10 @@ impl Validator<'_> {
             },
         };
         let outlier = self.outlier(raw.outlier, &format!("{key}.outlier"))?;
+        let health = raw
+            .health
+            .map(|health| self.health(health, &format!("{key}.health")))
+            .transpose()?;
         Ok(Upstream {
             backends,
             max_idle_per_backend,
@@ -573,7 +600,53 @@ impl Validator<'_> {
             ewma_decay: self.duration(raw.ewma_decay, &format!("{key}.ewma_decay"), "10s")?,
             ewma_default_rtt: self.duration(raw.ewma_default_rtt, &format!("{key}.ewma_default_rtt"), "30ms")?,
             outlier,
+            health,
             tls,
+        })
+    }
+
+    fn health(&self, raw: schema::Health, key: &str) -> Result<Health, Invalid> {
+        let path = raw.path.get_ref();
+        let valid_path = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic());
+        if !valid_path {
+            return Err(self.locator.error(
+                Some(raw.path.span()),
+                format!("{key}.path"),
+                format!("{path:?} is not a path: it starts with '/' and holds no spaces"),
+            ));
+        }
+        let expect_status = match &raw.expect_status {
+            None => (200, 399),
+            Some(range) => {
+                let text = range.get_ref();
+                let parsed = match text.split_once('-') {
+                    Some((low, high)) => low.trim().parse::<u16>().ok().zip(high.trim().parse::<u16>().ok()),
+                    None => text.trim().parse::<u16>().ok().map(|code| (code, code)),
+                };
+                match parsed {
+                    Some((low, high)) if (100..=599).contains(&low) && (low..=599).contains(&high) => (low, high),
+                    _ => {
+                        return Err(self.locator.error(
+                            Some(range.span()),
+                            format!("{key}.expect_status"),
+                            format!("{text:?} is not a status or a range such as \"200-399\""),
+                        ))
+                    }
+                }
+            }
+        };
+        let default = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Ok(Health {
+            path: path.clone(),
+            interval: self.duration(raw.interval, &format!("{key}.interval"), "5s")?,
+            timeout: self.duration(raw.timeout, &format!("{key}.timeout"), "1s")?,
+            healthy_threshold: self.count(raw.healthy_threshold, &format!("{key}.healthy_threshold"), default(2))?,
+            unhealthy_threshold: self.count(
+                raw.unhealthy_threshold,
+                &format!("{key}.unhealthy_threshold"),
+                default(3),
+            )?,
+            expect_status,
         })
     }
 
@@ -854,6 +927,35 @@ backends = ["127.0.0.1:9000"]
         assert_eq!(
             error(&format!("{MINIMAL}[upstreams.app.outlier]\nmax_ejection = \"1s\"\n")),
             "t.toml:13:16: upstreams.app.outlier.max_ejection: must not be shorter than base_ejection"
+        );
+    }
+
+    #[test]
+    fn health_checks_are_off_unless_configured_and_validated() {
+        let config = parse(Path::new("t.toml"), MINIMAL).expect("valid");
+        assert!(config.upstreams["app"].health.is_none());
+        let on = format!("{MINIMAL}[upstreams.app.health]\npath = \"/healthz\"\nexpect_status = \"204\"\n");
+        let health = parse(Path::new("t.toml"), &on).expect("valid").upstreams["app"]
+            .health
+            .clone()
+            .expect("health");
+        assert_eq!(health.path, "/healthz");
+        assert_eq!(
+            (health.interval, health.timeout),
+            (Duration::from_secs(5), Duration::from_secs(1))
+        );
+        assert_eq!(
+            (health.healthy_threshold.get(), health.unhealthy_threshold.get()),
+            (2, 3)
+        );
+        assert_eq!(health.expect_status, (204, 204));
+        assert_eq!(
+            error(&format!("{MINIMAL}[upstreams.app.health]\npath = \"healthz\"\n")),
+            "t.toml:13:8: upstreams.app.health.path: \"healthz\" is not a path: it starts with '/' and holds no spaces"
+        );
+        assert_eq!(
+            error(&format!("{MINIMAL}[upstreams.app.health]\npath = \"/\"\nexpect_status = \"400-200\"\n")),
+            "t.toml:14:17: upstreams.app.health.expect_status: \"400-200\" is not a status or a range such as \"200-399\""
         );
     }
 

@@ -117,7 +117,19 @@ pub(crate) struct Upstream {
     pub ewma_decay: Option<Spanned<String>>,
     pub ewma_default_rtt: Option<Spanned<String>>,
     pub outlier: Option<Outlier>,
+    pub health: Option<Health>,
     pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Health {
+    pub path: Spanned<String>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub expect_status: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

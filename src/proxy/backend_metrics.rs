@@ -63,6 +63,25 @@ impl Collector for BackendMetrics {
             let labels = [("cluster", *cluster), ("backend", backend.as_str())];
             ConstGauge::new(i64::from(state.ejected)).encode(ejected.encode_family(&labels)?)?;
         }
+        let mut healthy = encoder.encode_descriptor(
+            "tailcut_backend_healthy",
+            "0 while the backend fails its active health checks (1 without checks)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (cluster, backend, state) in &states {
+            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+            ConstGauge::new(i64::from(state.healthy)).encode(healthy.encode_family(&labels)?)?;
+        }
+        let mut panics = encoder.encode_descriptor(
+            "tailcut_cluster_panic",
+            "Requests balanced over every backend because every one was out of rotation",
+            None,
+            MetricType::Counter,
+        )?;
+        for cluster in &shared.clusters {
+            ConstCounter::new(cluster.panics()).encode(panics.encode_family(&[("cluster", cluster.name.as_str())])?)?;
+        }
         let mut ejections = encoder.encode_descriptor(
             "tailcut_backend_ejections",
             "Times outlier ejection took the backend out of rotation",

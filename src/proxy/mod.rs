@@ -12,6 +12,7 @@ mod backend_metrics;
 mod body;
 mod error;
 pub mod headers;
+mod health;
 mod http1;
 mod pool;
 mod route;
@@ -165,13 +166,17 @@ impl Shared {
                     None => {
                         reloaded.built.push(name.clone());
                         let replaced = previous.iter().find(|c| c.name == *name).map(|c| &**c);
-                        Arc::new(Cluster::new(
+                        let cluster = Arc::new(Cluster::new(
                             name,
                             upstream,
                             &config.timeouts,
                             metrics.cluster(name),
                             replaced,
-                        ))
+                        ));
+                        if let Some(checks) = &upstream.health {
+                            health::watch(&cluster, checks);
+                        }
+                        cluster
                     }
                 }
             })

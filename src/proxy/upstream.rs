@@ -210,6 +210,28 @@ impl Cluster {
         &self.backends[index]
     }
 
+    /// How many backends it has.
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Whether it has no backend (never: config validation requires one).
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    /// Records a health check of backend `index`; its new state (healthy
+    /// or not) when that changed. `thresholds`: passes, then failures, in
+    /// a row that change it.
+    pub fn health_checked(&self, index: usize, passed: bool, thresholds: (usize, usize)) -> Option<bool> {
+        self.ejector.checked(index, passed, thresholds.0, thresholds.1)
+    }
+
+    /// Choices made with every backend out of rotation (panic mode).
+    pub fn panics(&self) -> u64 {
+        self.ejector.panics()
+    }
+
     /// Each backend with what is known of its state now, for metrics.
     pub fn backend_states(&self) -> impl Iterator<Item = BackendState<'_>> {
         let now = tokio::time::Instant::now();
@@ -221,6 +243,7 @@ impl Cluster {
                 in_flight: self.loads[index].in_flight(),
                 latency_estimate: self.loads[index].latency_estimate(now),
                 ejected: self.ejector.is_ejected(index, now),
+                healthy: self.ejector.is_healthy(index),
                 ejections: self.ejector.ejections(index),
             })
     }
@@ -237,6 +260,8 @@ pub struct BackendState<'a> {
     pub latency_estimate: f64,
     /// Whether outlier ejection has taken it out of rotation.
     pub ejected: bool,
+    /// Whether it passes its health checks (always, without them).
+    pub healthy: bool,
     /// How many times it was ejected.
     pub ejections: usize,
 }

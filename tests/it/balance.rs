@@ -166,3 +166,54 @@ async fn backend_state_is_exported_and_survives_a_reload() {
     assert!(kept > 0.0 && kept <= estimate, "a's estimate after the reload: {kept}");
     assert_eq!(bad_gateways(&proxy, 12).await, 0, "still ejected after the reload");
 }
+
+/// Polls `/metrics` until `name` for `addr` reads `value` (10 s at most).
+async fn wait_for_metric(proxy: &Proxy, name: &str, addr: std::net::SocketAddr, value: f64) {
+    for _ in 0..100 {
+        if backend_metric(proxy, name, addr, &[]).await == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} of {addr} did not reach {value} within 10 s");
+}
+
+/// A backend failing its health checks gets no requests until it passes
+/// them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_removes_a_backend_and_a_passing_one_returns_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let sick = Arc::new(AtomicBool::new(false));
+    let a = RawBackend::start(|_| vec![write(OK)]).await;
+    let b = RawBackend::start({
+        let sick = sick.clone();
+        move |request| {
+            if request.target() == "/health" && sick.load(Ordering::SeqCst) {
+                vec![write("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")]
+            } else {
+                vec![write(OK)]
+            }
+        }
+    })
+    .await;
+    let checks = "[upstreams.app.health]\npath = \"/health\"\ninterval = \"100ms\"\n\
+                  unhealthy_threshold = 2\nhealthy_threshold = 2\n";
+    let config = config(&[a.addr, b.addr], checks).replace("backends = [", "balance = \"round_robin\"\nbackends = [");
+    let proxy = Proxy::start(Kind::Tailcut, &config);
+    let served_by_b = || b.requests().iter().filter(|r| r.target() == "/").count();
+
+    sick.store(true, Ordering::SeqCst);
+    wait_for_metric(&proxy, "tailcut_backend_healthy", b.addr, 0.0).await;
+    let before = served_by_b();
+    assert_eq!(bad_gateways(&proxy, 20).await, 0);
+    assert_eq!(served_by_b(), before, "an unhealthy backend got requests");
+
+    sick.store(false, Ordering::SeqCst);
+    wait_for_metric(&proxy, "tailcut_backend_healthy", b.addr, 1.0).await;
+    assert_eq!(bad_gateways(&proxy, 20).await, 0);
+    assert_eq!(served_by_b(), before + 10, "back in the round-robin");
+    let checks = b.requests().iter().filter(|r| r.target() == "/health").count();
+    assert!(checks >= 4, "{checks} checks");
+}
