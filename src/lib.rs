@@ -16,8 +16,11 @@
 //!   is composed once, in [`middleware::stack`].
 //! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled
 //!   upstream HTTP/1.1 client (its own, lean: see `proxy/http1`), WebSocket
-//!   tunnels, and the one place where errors become HTTP statuses.
-//! - [`balance`]: choosing a backend within an upstream cluster.
+//!   tunnels, health checks of backends, and the one place where errors
+//!   become HTTP statuses.
+//! - [`balance`]: choosing a backend within an upstream cluster by its load
+//!   (requests in flight, peak-EWMA latency estimate), among those passive
+//!   outlier ejection and active health checks leave in rotation.
 //! - [`metrics`]: counters and latency histograms recorded without a lock on
 //!   the request path, the access log, and the admin listener that serves
 //!   `/metrics`, `/latency`, `/live` and `/ready`.
