@@ -230,7 +230,7 @@ const HOST_NAME: [bool; 256] = {
 /// Whether `value` is a valid `Host` (or `:authority`) for a request:
 /// `uri-host [ ":" port ]` (RFC 9110 section 7.2), never with user
 /// information (which the `http` crate's `Authority` accepts). The host is
-/// an IPv6 literal in brackets or a name of [`HOST_NAME`] bytes with no
+/// an IPv6 literal in brackets or a name of `HOST_NAME` bytes with no
 /// empty label (`..` would let a backend that builds paths from the host
 /// climb out of its folder); the port is 1 to 5 digits. An empty value is
 /// valid: HTTP/1.1 allows an empty Host for targets without an authority.
