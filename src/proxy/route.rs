@@ -62,15 +62,18 @@ impl Router {
     }
 }
 
-/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`.
+/// `example.com:8080` -> `example.com`; `[::1]:8080` -> `[::1]`; a fully
+/// qualified `example.com.` -> `example.com` (the same name, as nginx
+/// matches it).
 fn without_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    match host.rfind(':') {
+    let name = match host.rfind(':') {
         Some(colon) if host[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..colon],
         _ => host,
-    }
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -127,5 +130,20 @@ mod tests {
         assert_eq!(without_port("[::1]"), "[::1]");
         assert_eq!(without_port("a.test:1"), "a.test");
         assert_eq!(without_port("a.test"), "a.test");
+        assert_eq!(without_port("a.test.:1"), "a.test");
+        assert_eq!(without_port("a.test."), "a.test");
+    }
+
+    #[test]
+    fn a_fully_qualified_host_matches_its_route() {
+        let r = router();
+        assert_eq!(
+            r.find(Some("api.test."), "/v1/x").map(|route| route.name.as_str()),
+            Some("api")
+        );
+        assert_eq!(
+            r.find(Some("API.test.:443"), "/v1/x").map(|route| route.name.as_str()),
+            Some("api")
+        );
     }
 }
