@@ -10,9 +10,15 @@
 # interleaved rounds; the table gives each target's median over the rounds
 # of p50, p99 and p99.9, and the range of its p99.9.
 #
+# With FAILING=1, backend 0 answers every request at once with 503 instead,
+# trials have no warm-up (the first failures count), and the table also
+# gives the median count of 5xx answers per trial. The proxies keep their
+# state from trial to trial: tailcut's ejection lasts 30 s and grows with
+# each one.
+#
 # Usage: benches/slow-backend.sh [DURATION]     default: 10s per trial
 # Env:   RATE (2000 requests/s), CONNS (64), ROUNDS (3), BASE_PORT (18300),
-#        PROXY_CPU (0), LOAD_CPU (1)
+#        PROXY_CPU (0), LOAD_CPU (1), FAILING (unset), WARMUP (2s; 0s with FAILING)
 # Needs: nginx, haproxy, go, taskset
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +30,8 @@ ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-18300}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+WARMUP=${WARMUP:-2s}
+[ -n "${FAILING:-}" ] && WARMUP=${WARMUP/2s/0s}
 
 SCRIPT=slow-backend
 # shellcheck source=benches/lib.sh
@@ -38,9 +46,11 @@ LOAD=target/release/tailcut-load
 backends=()
 for i in 0 1 2 3 4; do
   port=$((BASE_PORT + i))
-  delay=none
-  [ "$i" = 0 ] && delay=fixed:50ms
-  taskset -c "$LOAD_CPU" "$LOAD" backend --listen "127.0.0.1:$port" --delay "$delay" >/dev/null 2>&1 &
+  delay=none status=200
+  if [ "$i" = 0 ]; then
+    if [ -n "${FAILING:-}" ]; then status=503; else delay=fixed:50ms; fi
+  fi
+  taskset -c "$LOAD_CPU" "$LOAD" backend --listen "127.0.0.1:$port" --delay "$delay" --status "$status" >/dev/null 2>&1 &
   pids+=($!)
   backends+=("$port")
 done
@@ -136,11 +146,14 @@ targets+=("haproxy-leastconn=$port")
 
 for target in "${targets[@]}"; do wait_port "${target#*=}"; done
 
-# One trial: "p50 p99 p99.9" in microseconds, from the corrected latency line.
+# One trial: "p50 p99 p99.9" in microseconds, from the corrected latency
+# line, then the count of 5xx answers.
 trial() {
   taskset -c "$LOAD_CPU" "$LOAD" run "http://127.0.0.1:$1/" --rate "$RATE" --duration "$DURATION" \
-    --warmup 2s -c "$CONNS" --max-send-lag 1s --max-stall 1s 2>/dev/null |
-    awk '/^latency \(from intended send\)/ { print $5, $7, $8 }' | to_us
+    --warmup "$WARMUP" -c "$CONNS" --max-send-lag 1s --max-stall 1s --max-error-rate 1 2>/dev/null > "$work/trial"
+  latency=$(awk '/^latency \(from intended send\)/ { print $5, $7, $8 }' "$work/trial" | to_us)
+  failed=$(grep -o '5xx [0-9]*' "$work/trial" | awk '{print $2}')
+  echo "$latency ${failed:-0}"
 }
 
 # to_us : "63us 1.2ms 50.1ms" -> microseconds, space separated.
@@ -151,7 +164,9 @@ to_us() {
            printf "%s%d", (i > 1 ? " " : ""), v * m } print "" }'
 }
 
-echo "rate $RATE/s, $CONNS connections, $DURATION per trial, $ROUNDS interleaved rounds; backend 0 of 5 answers in 50 ms"
+what="answers in 50 ms"
+[ -n "${FAILING:-}" ] && what="answers 503 at once"
+echo "rate $RATE/s, $CONNS connections, $DURATION per trial, $ROUNDS interleaved rounds; backend 0 of 5 $what"
 for round in $(seq "$ROUNDS"); do
   n=${#targets[@]}
   for k in $(seq 0 $((n - 1))); do
@@ -159,12 +174,12 @@ for round in $(seq "$ROUNDS"); do
     name=${target%%=*}
     figures=$(trial "${target#*=}")
     echo "$name $figures" >> "$work/results"
-    echo "round $round $name: p50 p99 p99.9 (us) = $figures"
+    echo "round $round $name: p50 p99 p99.9 (us), 5xx = $figures"
   done
 done
 
 echo
-printf '%-22s %10s %10s %10s %22s\n' target p50_us p99_us p99.9_us "p99.9 range (us)"
+printf '%-22s %10s %10s %10s %22s %8s\n' target p50_us p99_us p99.9_us "p99.9 range (us)" 5xx
 for target in "${targets[@]}"; do
   name=${target%%=*}
   rows=$(awk -v n="$name" '$1 == n' "$work/results")
@@ -172,5 +187,6 @@ for target in "${targets[@]}"; do
   p99=$(echo "$rows" | awk '{print $3}' | median)
   p999=$(echo "$rows" | awk '{print $4}' | median)
   range=$(echo "$rows" | awk '{print $4}' | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }')
-  printf '%-22s %10s %10s %10s %22s\n' "$name" "$p50" "$p99" "$p999" "$range"
+  failed=$(echo "$rows" | awk '{print $5}' | median)
+  printf '%-22s %10s %10s %10s %22s %8s\n' "$name" "$p50" "$p99" "$p999" "$range" "$failed"
 done
