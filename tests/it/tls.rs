@@ -16,7 +16,7 @@ use crate::support::{empty, Kind, Upstream, RELOADED, RELOAD_FAILED};
 async fn a_reload_serves_rotated_certificates_to_new_connections() {
     let mut certs = Certificates::new(&["default.test", "a.test", "b.test"]);
     let upstream = Upstream::start().await;
-    let proxy = tls_proxy(Kind::Tailcut, &certs, &upstream);
+    let proxy = tls_proxy(Kind::Tailcut, &certs, upstream.addr);
     let old = certs.leaf("a.test").clone();
     assert_eq!(presented(&proxy, "a.test").await, old);
     // A connection made before the rotation.

@@ -22,7 +22,7 @@ conformance!(
 async fn sni_picks_each_names_certificate_and_the_default_for_others(kind: Kind) {
     let certs = Certificates::new(&["default.test", "a.test", "b.test"]);
     let upstream = Upstream::start().await;
-    let proxy = tls_proxy(kind, &certs, &upstream);
+    let proxy = tls_proxy(kind, &certs, upstream.addr);
     assert_eq!(&presented(&proxy, "a.test").await, certs.leaf("a.test"));
     // Names match case-insensitively (the config says "B.test").
     assert_eq!(&presented(&proxy, "b.test").await, certs.leaf("b.test"));
@@ -34,7 +34,7 @@ async fn sni_picks_each_names_certificate_and_the_default_for_others(kind: Kind)
 async fn alpn_negotiates_h2_and_http11_and_requests_are_forwarded_as_https(kind: Kind) {
     let certs = Certificates::new(&["default.test", "a.test", "b.test"]);
     let upstream = Upstream::start().await;
-    let proxy = tls_proxy(kind, &certs, &upstream);
+    let proxy = tls_proxy(kind, &certs, upstream.addr);
     let name = ServerName::try_from("a.test").expect("name");
 
     // h2 first in the client's list: HTTP/2.
@@ -66,7 +66,7 @@ async fn alpn_negotiates_h2_and_http11_and_requests_are_forwarded_as_https(kind:
 async fn a_failed_handshake_is_counted_and_others_are_served(kind: Kind) {
     let certs = Certificates::new(&["default.test", "a.test", "b.test"]);
     let upstream = Upstream::start().await;
-    let proxy = tls_proxy(kind, &certs, &upstream);
+    let proxy = tls_proxy(kind, &certs, upstream.addr);
     let admin = proxy.admin.expect("admin address");
 
     // Cleartext HTTP to the TLS port, then a client that does not trust the

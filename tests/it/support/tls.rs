@@ -13,7 +13,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{empty, Kind, Proxy, Upstream};
+use super::{empty, Kind, Proxy};
 
 /// A test CA and the PEM files of the certificates it signed, in a folder
 /// (the CA's own as `ca.pem`).
@@ -78,7 +78,7 @@ impl Certificates {
 
 /// A proxy with a TLS listener: `default.test` first (the default), then
 /// `a.test` and `b.test` for their names.
-pub fn tls_proxy(kind: Kind, certs: &Certificates, upstream: &Upstream) -> Proxy {
+pub fn tls_proxy(kind: Kind, certs: &Certificates, upstream: std::net::SocketAddr) -> Proxy {
     let certificate = |name: &str, names: &str| {
         format!(
             "[[listeners.tls.certificates]]\nchain = \"{}\"\nkey = \"{}\"\nnames = [{names}]\n",
@@ -93,7 +93,7 @@ pub fn tls_proxy(kind: Kind, certs: &Certificates, upstream: &Upstream) -> Proxy
         certificate("default.test", ""),
         certificate("a.test", "\"a.test\""),
         certificate("b.test", "\"B.test\""),
-        upstream.addr
+        upstream
     );
     Proxy::start(kind, &config)
 }
