@@ -172,16 +172,13 @@ impl Load {
     /// nor flooded.
     pub fn cost(&self, now: Instant) -> f64 {
         let in_flight = self.in_flight();
-        let sampled = self
-            .estimate
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .rtt
-            .is_some();
-        if !sampled && in_flight == 0 {
-            return 0.0;
-        }
-        self.latency_estimate(now) * (in_flight + 1) as f64
+        let estimate = *self.estimate.lock().unwrap_or_else(PoisonError::into_inner);
+        let latency = match estimate.rtt {
+            None if in_flight == 0 => return 0.0,
+            None => self.default_rtt.as_secs_f64(),
+            Some(rtt) => rtt * self.weight(now.saturating_duration_since(estimate.at)),
+        };
+        latency * (in_flight + 1) as f64
     }
 
     /// `exp(-elapsed / decay)`: how much of a value `elapsed` old remains.

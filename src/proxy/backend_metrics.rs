@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
+use super::upstream::BackendState;
 use super::Shared;
 
 /// Reads the backends of whichever configuration is current.
@@ -23,7 +24,7 @@ pub(super) struct BackendMetrics {
 impl Collector for BackendMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shared = self.current.load();
-        let states: Vec<(&str, String, super::upstream::BackendState<'_>)> = shared
+        let states: Vec<(&str, String, BackendState<'_>)> = shared
             .clusters
             .iter()
             .flat_map(|cluster| {
@@ -33,46 +34,34 @@ impl Collector for BackendMetrics {
             })
             .collect();
 
-        let mut in_flight = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
+            &states,
             "tailcut_backend_in_flight",
             "Requests in flight to the backend, from its choice to the end of the response body",
-            None,
-            MetricType::Gauge,
+            |s| ConstGauge::new(s.in_flight as i64),
         )?;
-        for (cluster, backend, state) in &states {
-            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
-            ConstGauge::new(state.in_flight as i64).encode(in_flight.encode_family(&labels)?)?;
-        }
-        let mut estimate = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
+            &states,
             "tailcut_backend_latency_estimate_seconds",
             "The backend's peak-EWMA latency estimate (time to response headers), decayed to now",
-            None,
-            MetricType::Gauge,
+            |s| ConstGauge::new(s.latency_estimate),
         )?;
-        for (cluster, backend, state) in &states {
-            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
-            ConstGauge::new(state.latency_estimate).encode(estimate.encode_family(&labels)?)?;
-        }
-        let mut ejected = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
+            &states,
             "tailcut_backend_ejected",
             "1 while outlier ejection keeps the backend out of rotation",
-            None,
-            MetricType::Gauge,
+            |s| ConstGauge::new(i64::from(s.ejected)),
         )?;
-        for (cluster, backend, state) in &states {
-            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
-            ConstGauge::new(i64::from(state.ejected)).encode(ejected.encode_family(&labels)?)?;
-        }
-        let mut healthy = encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
+            &states,
             "tailcut_backend_healthy",
             "0 while the backend fails its active health checks (1 without checks)",
-            None,
-            MetricType::Gauge,
+            |s| ConstGauge::new(i64::from(s.healthy)),
         )?;
-        for (cluster, backend, state) in &states {
-            let labels = [("cluster", *cluster), ("backend", backend.as_str())];
-            ConstGauge::new(i64::from(state.healthy)).encode(healthy.encode_family(&labels)?)?;
-        }
         let mut panics = encoder.encode_descriptor(
             "tailcut_cluster_panic",
             "Requests balanced over every backend because every one was out of rotation",
@@ -110,4 +99,20 @@ impl Collector for BackendMetrics {
         }
         Ok(())
     }
+}
+
+/// One gauge per backend: `value` of each state, labelled by cluster and backend.
+fn gauge<G: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    states: &[(&str, String, BackendState<'_>)],
+    name: &str,
+    help: &str,
+    value: impl Fn(&BackendState<'_>) -> G,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (cluster, backend, state) in states {
+        let labels = [("cluster", *cluster), ("backend", backend.as_str())];
+        value(state).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }

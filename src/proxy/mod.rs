@@ -345,8 +345,9 @@ impl Future for Forward {
                 shared,
                 route,
             } => {
+                let outcome = ready!(exchange.send.as_mut().poll(cx));
                 let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
-                let result = match ready!(exchange.send.as_mut().poll(cx)) {
+                let result = match outcome {
                     Ok((response, lease)) => {
                         let (mut parts, ()) = response.into_parts();
                         backend.count(parts.status);

@@ -58,19 +58,24 @@ async fn bad_gateways(proxy: &Proxy, n: usize) -> usize {
     failed
 }
 
+/// An address that refuses connections (a port bound, then let go) and
+/// two backends that answer.
+async fn refusing_and_two_healthy() -> (std::net::SocketAddr, RawBackend, RawBackend) {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let a = RawBackend::start(|_| vec![write(OK)]).await;
+    let b = RawBackend::start(|_| vec![write(OK)]).await;
+    (refusing, a, b)
+}
+
 /// A backend that refuses connections is ejected after
 /// `consecutive_failures` of them, comes back after `base_ejection`, and is
 /// ejected again after as many.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_backend_is_ejected_and_comes_back_after_its_ejection() {
-    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let (a, b) = (
-        RawBackend::start(|_| vec![write(OK)]).await,
-        RawBackend::start(|_| vec![write(OK)]).await,
-    );
+    let (refusing, a, b) = refusing_and_two_healthy().await;
     for policy in ["round_robin", "peak_ewma"] {
         let upstream = format!(
             "balance = \"{policy}\"\nbackends = [\"{}\", \"{}\", \"{refusing}\"]\n\
@@ -113,14 +118,7 @@ async fn backend_metric(proxy: &Proxy, name: &str, addr: std::net::SocketAddr, l
 /// an ejected one stays ejected, counts go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_state_is_exported_and_survives_a_reload() {
-    let refusing = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let (a, b) = (
-        RawBackend::start(|_| vec![write(OK)]).await,
-        RawBackend::start(|_| vec![write(OK)]).await,
-    );
+    let (refusing, a, b) = refusing_and_two_healthy().await;
     let cluster = |backends: &[std::net::SocketAddr]| {
         let list: Vec<String> = backends.iter().map(|addr| format!("\"{addr}\"")).collect();
         config(&[a.addr], "").replace(
