@@ -13,9 +13,9 @@ use http::Version;
 use std::time::{Duration, Instant};
 
 use tailcut::config::Route;
+use tailcut::headers::{self, ClientSide};
 use tailcut::metrics::latency::End;
 use tailcut::metrics::{Exchange, Metrics};
-use tailcut::proxy::headers::{self, ClientSide};
 use tailcut::proxy::Router;
 
 fn routes(n: usize) -> Vec<Route> {

@@ -14,10 +14,15 @@
 //!   on shutdown.
 //! - [`middleware`]: tower layers that wrap the forwarding service; the stack
 //!   is composed once, in [`middleware::stack`].
-//! - [`proxy`]: the forwarding service: routing, header hygiene, the pooled
-//!   upstream HTTP/1.1 client (its own, lean: see `proxy/http1`), WebSocket
-//!   tunnels, health checks of backends, and the one place where errors
-//!   become HTTP statuses.
+//! - [`proxy`]: the forwarding service, as its phases: route, rewrite, pick
+//!   a backend, send, respond; WebSocket tunnels; and the one place where
+//!   errors become HTTP statuses.
+//! - [`headers`]: header hygiene (hop-by-hop fields, `X-Forwarded-*`,
+//!   `Via`, trailers), pure functions shared by both sides.
+//! - [`upstream`]: clusters of backends with their load, one exchange on
+//!   one pooled connection, the pool, connecting (TCP, TLS), the lean
+//!   HTTP/1.1 client codec (see `upstream/h1`), typed upstream errors, and
+//!   active health checks.
 //! - [`balance`]: choosing a backend within an upstream cluster by its load
 //!   (requests in flight, peak-EWMA latency estimate), among those passive
 //!   outlier ejection and active health checks leave in rotation.
@@ -30,13 +35,15 @@
 //! service is [`proxy::Proxy`]'s. At once, the proxy picks a route, picks a
 //! backend through `balance`, rewrites the headers and encodes the request
 //! for the backend; the request's future then sends it on a pooled
-//! connection and streams the response body back frame by frame, without
-//! collecting or copying it.
+//! connection (`upstream::exchange`) and streams the response body back
+//! frame by frame, without collecting or copying it.
 
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod headers;
 pub mod metrics;
 pub mod middleware;
 pub mod proxy;
 pub mod server;
+pub mod upstream;

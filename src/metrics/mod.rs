@@ -19,7 +19,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod hgrm;
+mod labels;
 pub mod latency;
+
+pub use labels::{Labelled, LabelledBody};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

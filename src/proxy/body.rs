@@ -15,11 +15,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::headers;
-use super::http1::ClientError;
-use super::pool::Lease;
-use crate::balance::InFlight;
-use crate::middleware::record_latency::Labelled;
+use crate::headers;
+use crate::metrics::Labelled;
+use crate::upstream::h1::H1Error;
+use crate::upstream::Exchange;
 
 /// Why a response body stopped before its end.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +26,7 @@ pub enum BodyError {
     /// The backend's connection failed mid-body.
     /// (The cause is said in the text, not repeated as a `source`.)
     #[error("upstream body: {0}")]
-    Upstream(ClientError),
+    Upstream(H1Error),
     /// The same, on a connection hyper's client ran (an upgrade the backend
     /// declined).
     #[error("upstream body: {0}")]
@@ -49,14 +48,12 @@ pub struct ProxyBody {
     sent: Option<std::time::Instant>,
     /// When the upstream body ended.
     ended_at: Option<std::time::Instant>,
-    /// The request counted in flight to its backend, released with the body.
-    in_flight: Option<InFlight>,
 }
 
 enum Kind {
-    /// Streamed from a pooled backend connection as it arrives; the lease
-    /// returns the connection to its pool at the end.
-    Upstream(Lease),
+    /// Streamed from a pooled backend connection as it arrives; the
+    /// exchange returns the connection to its pool at the end.
+    Upstream(Exchange),
     /// Streamed from a connection hyper's client runs (the answer to an
     /// upgrade the backend declined).
     Incoming(Incoming),
@@ -67,8 +64,8 @@ enum Kind {
 impl ProxyBody {
     /// The body of a pooled exchange; `deadline` is the whole-request
     /// deadline, `sent` when the request went to the backend.
-    pub fn upstream(lease: Lease, deadline: Option<Instant>, sent: std::time::Instant) -> Self {
-        Self::streamed(Kind::Upstream(lease), deadline, sent)
+    pub fn upstream(exchange: Exchange, deadline: Option<Instant>, sent: std::time::Instant) -> Self {
+        Self::streamed(Kind::Upstream(exchange), deadline, sent)
     }
 
     /// The body of a response read by hyper's client.
@@ -84,12 +81,6 @@ impl ProxyBody {
             body.ended_at = Some(body.kind.ended_at().unwrap_or_else(std::time::Instant::now));
         }
         body
-    }
-
-    /// Keeps the request counted in flight to its backend until the body
-    /// is done with (ended, failed, or dropped by a client that left).
-    pub fn hold(&mut self, in_flight: InFlight) {
-        self.in_flight = Some(in_flight);
     }
 
     /// Labels the body with the route that served it, for metrics.
@@ -117,7 +108,6 @@ impl From<Kind> for ProxyBody {
             route: None,
             sent: None,
             ended_at: None,
-            in_flight: None,
         }
     }
 }
@@ -143,7 +133,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let mut frame = match &mut this.kind {
-            Kind::Upstream(lease) => Pin::new(lease).poll_frame(cx).map_err(BodyError::Upstream),
+            Kind::Upstream(exchange) => Pin::new(exchange).poll_frame(cx).map_err(BodyError::Upstream),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::UpstreamHyper),
             Kind::Full(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
@@ -165,7 +155,7 @@ impl Body for ProxyBody {
             _ => false,
         };
         if ended && this.ended_at.is_none() && this.sent.is_some() {
-            // The lease read the clock as it returned its connection.
+            // The exchange read the clock as it returned its connection.
             this.ended_at = Some(this.kind.ended_at().unwrap_or_else(std::time::Instant::now));
         }
         frame
@@ -177,7 +167,7 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(lease) => lease.size_hint(),
+            Kind::Upstream(exchange) => exchange.size_hint(),
             Kind::Incoming(body) => body.size_hint(),
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
@@ -188,14 +178,14 @@ impl Kind {
     /// When the body ended, if it ended and says so itself.
     fn ended_at(&self) -> Option<std::time::Instant> {
         match self {
-            Kind::Upstream(lease) => lease.ended_at(),
+            Kind::Upstream(exchange) => exchange.ended_at(),
             Kind::Incoming(_) | Kind::Full(_) => None,
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Kind::Upstream(lease) => lease.is_end_stream(),
+            Kind::Upstream(exchange) => exchange.is_end_stream(),
             Kind::Incoming(body) => body.is_end_stream(),
             Kind::Full(data) => data.is_none(),
         }

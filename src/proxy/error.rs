@@ -4,14 +4,13 @@
 //! debug so an abusive client cannot flood the log), the upstream (5xx, logged
 //! at warn), or tailcut itself.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, VIA};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use super::headers::VIA_VALUE;
+use crate::headers::VIA_VALUE;
+use crate::upstream::{upload, UpstreamError};
 
 /// Whose fault a failed request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,24 +21,6 @@ pub enum Fault {
     Upstream,
     /// tailcut is out of capacity.
     Internal,
-}
-
-/// What an upstream timeout was waiting for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The TCP connection (and TLS handshake, for a TLS upstream).
-    Connect,
-    /// The response head, once the request was sent.
-    ResponseHeaders,
-}
-
-impl Phase {
-    fn describe(self, after: Duration) -> String {
-        match self {
-            Phase::Connect => format!("connect timed out after {after:?}"),
-            Phase::ResponseHeaders => format!("no response within {after:?}"),
-        }
-    }
 }
 
 /// A request tailcut could not forward.
@@ -56,27 +37,17 @@ pub enum ProxyError {
     /// The request is malformed in a way hyper's parser lets through.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// The backend refused, reset or closed the connection before a response.
-    #[error("upstream {upstream} ({backend}): {cause}")]
-    UpstreamFailed {
+    /// The exchange with the backend failed before a response head: it
+    /// refused, reset or closed the connection, or was too slow.
+    #[error("upstream {upstream} ({backend}): {}", error_chain(&**cause))]
+    Upstream {
         /// The cluster name.
         upstream: String,
         /// The backend address.
-        backend: String,
-        /// What went wrong, from the client library.
-        cause: String,
-    },
-    /// Connecting to the backend, or waiting for its response headers, took too long.
-    #[error("upstream {upstream} ({backend}): {}", phase.describe(*after))]
-    UpstreamTimeout {
-        /// The cluster name.
-        upstream: String,
-        /// The backend address.
-        backend: String,
-        /// What was being waited for.
-        phase: Phase,
-        /// The timeout that expired.
-        after: Duration,
+        backend: std::net::SocketAddr,
+        /// What went wrong (boxed: a rare path, kept out of the size of
+        /// every request's future).
+        cause: Box<UpstreamError>,
     },
     /// The client's request body broke its own framing (a malformed chunk,
     /// a body cut short) while it was being forwarded.
@@ -112,8 +83,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            // Timeouts are 504, like nginx; refused, reset or closed is 502.
+            ProxyError::Upstream { cause, .. } if cause.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -126,8 +98,29 @@ impl ProxyError {
             | ProxyError::ClientBody { .. }
             | ProxyError::NotImplemented(_)
             | ProxyError::PayloadTooLarge { .. } => Fault::Downstream,
-            ProxyError::UpstreamFailed { .. } | ProxyError::UpstreamTimeout { .. } => Fault::Upstream,
+            ProxyError::Upstream { .. } => Fault::Upstream,
             ProxyError::Overloaded { .. } => Fault::Internal,
+        }
+    }
+
+    /// The one mapping of a failed exchange with backend `backend` of
+    /// cluster `upstream`, for pooled requests and upgrades alike. A request
+    /// body over the route's limit, or one that broke its own framing, is
+    /// the client's fault, not the backend's (whose connection closes with
+    /// the failed exchange).
+    pub fn from_upstream(upstream: &str, backend: std::net::SocketAddr, cause: UpstreamError) -> Self {
+        if let Some(body) = cause.client_body() {
+            if let Some(too_large) = body.downcast_ref::<upload::TooLarge>() {
+                return ProxyError::PayloadTooLarge { limit: too_large.limit };
+            }
+            return ProxyError::ClientBody {
+                cause: error_chain(body.as_ref()),
+            };
+        }
+        ProxyError::Upstream {
+            upstream: upstream.to_owned(),
+            backend,
+            cause: Box::new(cause),
         }
     }
 
@@ -175,9 +168,24 @@ impl ProxyError {
     }
 }
 
+/// `outer: inner: innermost`, for log lines.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::upstream::h1::H1Error;
 
     #[test]
     fn overload_asks_the_client_to_retry_and_closes() {
@@ -191,19 +199,14 @@ mod tests {
         assert_eq!(response.headers()[CONNECTION], "close");
     }
 
+    fn upstream(cause: UpstreamError) -> ProxyError {
+        ProxyError::from_upstream("u", "127.0.0.1:9".parse().expect("address"), cause)
+    }
+
     #[test]
     fn timeouts_are_504_and_failures_502() {
-        let timeout = ProxyError::UpstreamTimeout {
-            upstream: "u".into(),
-            backend: "b".into(),
-            phase: Phase::ResponseHeaders,
-            after: Duration::from_secs(1),
-        };
-        let failed = ProxyError::UpstreamFailed {
-            upstream: "u".into(),
-            backend: "b".into(),
-            cause: "reset".into(),
-        };
+        let timeout = upstream(UpstreamError::ResponseTimeout(Duration::from_secs(1)));
+        let failed = upstream(UpstreamError::Connect(std::io::Error::from_raw_os_error(111)));
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(failed.fault(), Fault::Upstream);
@@ -211,20 +214,34 @@ mod tests {
 
     #[test]
     fn a_timeout_says_what_it_waited_for() {
-        let timeout = |phase| ProxyError::UpstreamTimeout {
-            upstream: "u".into(),
-            backend: "127.0.0.1:9".into(),
-            phase,
-            after: Duration::from_secs(1),
-        };
         assert_eq!(
-            timeout(Phase::Connect).to_string(),
+            upstream(UpstreamError::ConnectTimeout(Duration::from_secs(1))).to_string(),
             "upstream u (127.0.0.1:9): connect timed out after 1s"
         );
         assert_eq!(
-            timeout(Phase::ResponseHeaders).to_string(),
+            upstream(UpstreamError::ResponseTimeout(Duration::from_secs(1))).to_string(),
             "upstream u (127.0.0.1:9): no response within 1s"
         );
+    }
+
+    #[test]
+    fn a_failure_names_each_cause_once() {
+        let refused = UpstreamError::Connect(std::io::Error::from_raw_os_error(111));
+        let text = error_chain(&refused);
+        assert!(text.starts_with("connect: "), "{text}");
+        assert_eq!(text.matches("os error 111").count(), 1, "{text}");
+
+        let closed = UpstreamError::Http(H1Error::Io(std::io::Error::from_raw_os_error(104)));
+        let text = error_chain(&closed);
+        assert_eq!(text.matches("os error 104").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_request_body_that_failed_is_the_clients_fault() {
+        let too_large = UpstreamError::Http(H1Error::Upload(Box::new(upload::TooLarge { limit: 10 })));
+        assert_eq!(upstream(too_large).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let broken = UpstreamError::Http(H1Error::Upload("invalid chunk size".into()));
+        assert_eq!(upstream(broken).fault(), Fault::Downstream);
     }
 
     #[test]

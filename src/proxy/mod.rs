@@ -8,17 +8,10 @@
 //! `http1`'s connection; this module never collects a body. Every failure is
 //! a [`ProxyError`], turned into a response in `error.rs` alone.
 
-mod backend_metrics;
 mod body;
 mod error;
-pub mod headers;
-mod health;
-mod http1;
-mod pool;
 mod route;
 mod upgrade;
-mod upload;
-mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,15 +29,16 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 pub use body::{BodyError, ProxyBody};
-pub use error::{Fault, Phase, ProxyError};
-pub use pool::SendError;
+pub use error::{Fault, ProxyError};
 pub use route::{Route, Router};
-pub use upstream::{Backend, Cluster, Lease};
 
 use crate::balance::InFlight;
 use crate::config::{Config, Timeouts};
+use crate::headers::{self, ClientSide};
 use crate::metrics::{Metrics, RouteSlotsFull};
-use headers::ClientSide;
+use crate::upstream::h1::EncodedRequest;
+use crate::upstream::metrics::BackendMetrics;
+use crate::upstream::{health, Cluster, Exchange, UpstreamError};
 
 /// Everything the forwarding path shares across connections: the routes and
 /// clusters of the current configuration, swapped whole on reload.
@@ -80,9 +74,10 @@ impl Proxy {
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, RouteSlotsFull> {
         let (shared, _) = Shared::build(config, &metrics, &[])?;
         let current = Arc::new(ArcSwap::from_pointee(shared));
-        metrics.collect_backends(Box::new(backend_metrics::BackendMetrics {
-            current: current.clone(),
-        }));
+        let clusters = current.clone();
+        metrics.collect_backends(Box::new(BackendMetrics::new(Box::new(move || {
+            clusters.load().clusters.clone()
+        }))));
         Ok(Self { current, metrics })
     }
 
@@ -243,7 +238,9 @@ impl tower::Service<Request<Incoming>> for ProxyService {
                     tunnel: Box::pin(async move {
                         let cluster = &shared.clusters[upgrade.cluster];
                         let backend = cluster.backend(upgrade.backend);
-                        upgrade::tunnel(cluster, backend, upgrade, &connection.tunnels, shared.timeouts.connect).await
+                        let (cluster_index, backend_index) = (upgrade.cluster, upgrade.backend);
+                        let outcome = upgrade::tunnel(cluster, backend, upgrade, &connection.tunnels).await;
+                        shared.outcome(cluster_index, backend_index, outcome)
                     }),
                     route,
                 }
@@ -270,9 +267,6 @@ struct Pooled {
     send: SendFuture,
     cluster: usize,
     backend: usize,
-    /// The request counted in flight to its backend, until the response
-    /// body goes.
-    in_flight: Option<InFlight>,
     /// The whole-request deadline, if one is configured.
     deadline: Option<Instant>,
     /// When the exchange was made.
@@ -288,11 +282,11 @@ struct Upgrade {
     offered: HeaderValue,
     header_timeout: std::time::Duration,
     /// Counted in flight to the backend until its answer.
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
-/// A pooled exchange: the response head and the lease streaming its body.
-type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Lease), SendError>> + Send>>;
+/// A pooled exchange: the response head and the exchange streaming its body.
+type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send>>;
 
 /// The response future of [`ProxyService`]: the exchange with the backend,
 /// or the error that stopped the request before one.
@@ -345,38 +339,13 @@ impl Future for Forward {
                 shared,
                 route,
             } => {
-                let outcome = ready!(exchange.send.as_mut().poll(cx));
-                let backend = shared.clusters[exchange.cluster].backend(exchange.backend);
-                let result = match outcome {
-                    Ok((response, lease)) => {
-                        let (mut parts, ()) = response.into_parts();
-                        backend.count(parts.status);
-                        headers::rewrite_response(&mut parts.headers, false);
-                        let mut body = ProxyBody::upstream(lease, exchange.deadline, exchange.sent);
-                        if let Some(in_flight) = exchange.in_flight.take() {
-                            // The balancer's latency sample: time to headers.
-                            if parts.status.is_server_error() {
-                                in_flight.failed();
-                            } else {
-                                let now = std::time::Instant::now();
-                                in_flight.answered(now.saturating_duration_since(exchange.sent), now.into());
-                            }
-                            body.hold(in_flight);
-                        }
-                        Ok(Response::from_parts(parts, body))
-                    }
-                    Err(err) => {
-                        let error = shared.classify(exchange.cluster, backend, err);
-                        backend.count(error.status());
-                        if let Some(in_flight) = exchange.in_flight.take() {
-                            if error.fault() == Fault::Upstream {
-                                in_flight.failed();
-                            }
-                        }
-                        Err(error)
-                    }
-                };
-                (result, *route)
+                let outcome = ready!(exchange.send.as_mut().poll(cx)).map(|(response, upstream)| {
+                    let (mut parts, ()) = response.into_parts();
+                    headers::rewrite_response(&mut parts.headers, false);
+                    let body = ProxyBody::upstream(upstream, exchange.deadline, exchange.sent);
+                    Response::from_parts(parts, body)
+                });
+                (shared.outcome(exchange.cluster, exchange.backend, outcome), *route)
             }
             Stage::Upgrade { tunnel, route } => (ready!(tunnel.as_mut().poll(cx)), *route),
             Stage::Failed { error, route } => match error.take() {
@@ -467,24 +436,31 @@ impl Shared {
                     client_side,
                     offered,
                     header_timeout,
-                    _in_flight: picked.in_flight,
+                    in_flight: picked.in_flight,
                 }));
             }
         }
 
         let has_body = !http_body::Body::is_end_stream(&body);
-        let request = http1::EncodedRequest::new(&parts, added, has_body, backend.head_buffer())
-            .map_err(|err| self.classify(cluster_index, backend, SendError::Http(err)))?;
+        let request = EncodedRequest::new(&parts, added, has_body, backend.head_buffer())
+            .map_err(|err| self.failed(cluster_index, backend_index, err.into()))?;
         // The head is encoded: its values (slices of hyper's read buffer) go,
         // and the emptied map will hold the response's.
         let mut headers = parts.headers;
         headers.clear();
         let sent = std::time::Instant::now();
         Ok(Prepared::Pooled(Pooled {
-            send: Box::pin(backend.send(request, headers, body, sent, header_timeout, route.max_body_bytes)),
+            send: Box::pin(backend.send(
+                request,
+                headers,
+                body,
+                sent,
+                header_timeout,
+                route.max_body_bytes,
+                picked.in_flight,
+            )),
             cluster: cluster_index,
             backend: backend_index,
-            in_flight: Some(picked.in_flight),
             deadline,
             sent,
         }))
@@ -535,49 +511,34 @@ impl Shared {
         Ok((route, host.is_some()))
     }
 
-    /// Timeouts (connect, response header) are 504, like nginx; refused,
-    /// reset or closed is 502. Connect failures and timeouts are counted.
-    fn classify(&self, cluster_index: usize, backend: &Backend, err: SendError) -> ProxyError {
-        // The client's body went over the route's limit, or broke its own
-        // framing: the client's fault, not the backend's (whose connection
-        // closes with the failed exchange).
-        if let SendError::Http(http1::ClientError::Upload(cause)) = &err {
-            if let Some(too_large) = cause.downcast_ref::<upload::TooLarge>() {
-                return ProxyError::PayloadTooLarge { limit: too_large.limit };
+    /// Counts how an exchange with backend `backend_index` of cluster
+    /// `cluster_index` ended, by the status its client gets, and maps a
+    /// failure to that status (the cluster counts connect failures and
+    /// timeouts too).
+    fn outcome<B>(
+        &self,
+        cluster_index: usize,
+        backend_index: usize,
+        outcome: Result<Response<B>, UpstreamError>,
+    ) -> Result<Response<B>, ProxyError> {
+        match outcome {
+            Ok(response) => {
+                let backend = self.clusters[cluster_index].backend(backend_index);
+                backend.count(response.status());
+                Ok(response)
             }
-            return ProxyError::ClientBody {
-                cause: error_chain(cause.as_ref()),
-            };
+            Err(err) => Err(self.failed(cluster_index, backend_index, err)),
         }
+    }
+
+    /// The failure half of [`Shared::outcome`].
+    fn failed(&self, cluster_index: usize, backend_index: usize, err: UpstreamError) -> ProxyError {
         let cluster = &self.clusters[cluster_index];
-        match &err {
-            SendError::Connect(_) | SendError::Tls(_) => cluster.counters.connect_error(),
-            SendError::ConnectTimeout => {
-                cluster.counters.connect_error();
-                cluster.counters.timeout();
-            }
-            SendError::ResponseTimeout(_) => cluster.counters.timeout(),
-            SendError::Http(_) => {}
-        }
-        match err {
-            SendError::ConnectTimeout => ProxyError::UpstreamTimeout {
-                upstream: cluster.name.clone(),
-                backend: backend.addr.to_string(),
-                phase: Phase::Connect,
-                after: self.timeouts.connect,
-            },
-            SendError::ResponseTimeout(after) => ProxyError::UpstreamTimeout {
-                upstream: cluster.name.clone(),
-                backend: backend.addr.to_string(),
-                phase: Phase::ResponseHeaders,
-                after,
-            },
-            err => ProxyError::UpstreamFailed {
-                upstream: cluster.name.clone(),
-                backend: backend.addr.to_string(),
-                cause: error_chain(&err),
-            },
-        }
+        let backend = cluster.backend(backend_index);
+        cluster.count_error(&err);
+        let error = ProxyError::from_upstream(&cluster.name, backend.addr, err);
+        backend.count(error.status());
+        error
     }
 }
 
@@ -593,33 +554,9 @@ fn only_chunked(headers: &HeaderMap) -> Result<(), ProxyError> {
     }
 }
 
-/// `outer: inner: innermost`, for log lines.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut current = err.source();
-    while let Some(e) = current {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        current = e.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_failure_names_each_cause_once() {
-        let refused = SendError::Connect(std::io::Error::from_raw_os_error(111));
-        let text = error_chain(&refused);
-        assert!(text.starts_with("connect: "), "{text}");
-        assert_eq!(text.matches("os error 111").count(), 1, "{text}");
-
-        let closed = SendError::Http(http1::ClientError::Io(std::io::Error::from_raw_os_error(104)));
-        let text = error_chain(&closed);
-        assert_eq!(text.matches("os error 104").count(), 1, "{text}");
-    }
 
     #[test]
     fn only_chunked_alone_is_accepted_as_a_transfer_coding() {

@@ -5,69 +5,69 @@
 //! returns to the keep-alive pool. The tunnel still counts as its client's
 //! connection: see [`super::Tunnels`].
 
-use std::time::Duration;
-
 use http::header::UPGRADE;
 use http::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::body::ProxyBody;
-use super::error::{Phase, ProxyError};
-use super::headers;
-use super::pool::SendError;
-use super::upstream::{Backend, Cluster};
-use super::{error_chain, Upgrade};
+use super::Upgrade;
+use crate::headers;
+use crate::upstream::{Backend, Cluster, UpstreamError};
 
 /// Sends an upgrade request (origin-form URI) to `backend` on a fresh
 /// connection. On `101 Switching Protocols` to a protocol the request
 /// offered, spawns the tunnel and returns the 101 for the client; a 101 to
-/// any other protocol is a 502; any other response is forwarded as usual.
+/// any other protocol is an error (a 502); any other response is forwarded
+/// as usual. The outcome goes to the backend's load, as a pooled
+/// exchange's does.
 pub(super) async fn tunnel(
     cluster: &Cluster,
     backend: &Backend,
     upgrade: Upgrade,
     tunnels: &super::Tunnels,
-    connect_timeout: Duration,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let failed = |cause: String| ProxyError::UpstreamFailed {
-        upstream: cluster.name.clone(),
-        backend: backend.addr.to_string(),
-        cause,
-    };
-    let timed_out = |phase, after| ProxyError::UpstreamTimeout {
-        upstream: cluster.name.clone(),
-        backend: backend.addr.to_string(),
-        phase,
-        after,
-    };
+) -> Result<Response<ProxyBody>, UpstreamError> {
     let Upgrade {
         request,
         client_side,
         offered,
         header_timeout,
+        in_flight,
         ..
     } = upgrade;
 
     let sent = std::time::Instant::now();
-    // TCP (and TLS for a TLS upstream) within the connect timeout.
-    let stream = backend.open().await.map_err(|err| match err {
-        SendError::ConnectTimeout => timed_out(Phase::Connect, connect_timeout),
-        err => failed(error_chain(&err)),
-    })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| failed(format!("handshake: {}", error_chain(&err))))?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            tracing::debug!(cause = %err, "upgrade connection to backend ended");
+    let answer = async {
+        // TCP (and TLS for a TLS upstream) within the connect timeout.
+        let stream = backend.open().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Upgrade)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.with_upgrades().await {
+                tracing::debug!(cause = %err, "upgrade connection to backend ended");
+            }
+        });
+        tokio::time::timeout(header_timeout, sender.send_request(*request))
+            .await
+            .map_err(|_| UpstreamError::ResponseTimeout(header_timeout))?
+            .map_err(UpstreamError::Upgrade)
+    };
+    let mut response = match answer.await {
+        Ok(response) if !response.status().is_server_error() => {
+            let now = std::time::Instant::now();
+            in_flight.answered(now.saturating_duration_since(sent), now.into());
+            response
         }
-    });
-
-    let mut response = tokio::time::timeout(header_timeout, sender.send_request(*request))
-        .await
-        .map_err(|_| timed_out(Phase::ResponseHeaders, header_timeout))?
-        .map_err(|err| failed(error_chain(&err)))?;
+        Ok(response) => {
+            in_flight.failed();
+            response
+        }
+        Err(err) => {
+            in_flight.failed();
+            return Err(err);
+        }
+    };
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
@@ -75,11 +75,10 @@ pub(super) async fn tunnel(
         return Ok(Response::from_parts(parts, ProxyBody::incoming(body, sent)));
     }
     if !headers::upgrade_accepted(response.headers(), &offered) {
-        return Err(failed(format!(
-            "101 switching to {:?}, which the client did not offer ({:?})",
-            response.headers().get(UPGRADE),
-            offered
-        )));
+        return Err(UpstreamError::UnofferedProtocol {
+            answered: response.headers().get(UPGRADE).cloned(),
+            offered,
+        });
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);

@@ -215,3 +215,56 @@ async fn a_failing_health_check_removes_a_backend_and_a_passing_one_returns_it()
     let checks = b.requests().iter().filter(|r| r.target() == "/health").count();
     assert!(checks >= 4, "{checks} checks");
 }
+
+/// A WebSocket upgrade that cannot reach its backend fails as a pooled
+/// request does: 502, counted against the backend (and toward its
+/// ejection) and as the cluster's connect error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upgrade_counts_against_its_backend() {
+    let (refusing, a, _) = refusing_and_two_healthy().await;
+    let upstream = format!(
+        "balance = \"round_robin\"\nbackends = [\"{refusing}\", \"{}\"]\n\
+         [upstreams.app.outlier]\nconsecutive_failures = 2\nbase_ejection = \"30s\"\n",
+        a.addr
+    );
+    let config = config(&[a.addr], "").replace(&format!("backends = [\"{}\"]\n", a.addr), &upstream);
+    let proxy = Proxy::start(Kind::Tailcut, &config);
+    let upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade, close\r\nUpgrade: websocket\r\n\
+                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(crate::support::status_of(
+            &crate::support::raw_exchange(proxy.addr, upgrade).await,
+        ));
+    }
+    // Round-robin alternates until the second failure ejects the refusing backend.
+    assert_eq!(statuses.iter().filter(|s| **s == Some(502)).count(), 2, "{statuses:?}");
+    assert_eq!(
+        backend_metric(
+            &proxy,
+            "tailcut_backend_requests_total",
+            refusing,
+            &[("status_class", "5xx")]
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        backend_metric(&proxy, "tailcut_backend_ejected", refusing, &[]).await,
+        1.0
+    );
+    assert_eq!(
+        backend_metric(&proxy, "tailcut_backend_in_flight", refusing, &[]).await,
+        0.0
+    );
+    let (_, exposition) = get_text(proxy.admin.expect("admin listener"), "/metrics", None).await;
+    assert_eq!(
+        metric(
+            &exposition,
+            "tailcut_upstream_connect_errors_total",
+            &[("cluster", "app")]
+        ),
+        Some(2.0),
+        "{exposition}"
+    );
+}

@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::RequestGuard;
-use crate::middleware::record_latency::Labelled;
+use crate::metrics::Labelled;
 
 pin_project! {
     /// A body carrying its request's [`RequestGuard`]. The request ends when

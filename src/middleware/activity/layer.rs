@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{Activity, RequestGuard, TrackedBody};
-use crate::middleware::record_latency::Labelled;
+use crate::metrics::Labelled;
 
 /// Wraps a service so each request counts as in flight on an [`Activity`].
 #[derive(Debug, Clone)]

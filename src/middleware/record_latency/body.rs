@@ -8,9 +8,9 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::{Labelled, LabelledBody};
 use crate::metrics::latency::End;
 use crate::metrics::{Exchange, Metrics};
+use crate::metrics::{Labelled, LabelledBody};
 
 pin_project! {
     /// A response body timed to its end. `metrics` is taken when the

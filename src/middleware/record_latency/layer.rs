@@ -11,7 +11,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{Labelled, RecordedBody};
+use super::RecordedBody;
+use crate::metrics::Labelled;
 use crate::metrics::Metrics;
 
 /// Records every request's latencies into [`Metrics`].

@@ -5,27 +5,39 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::upstream::BackendState;
-use super::Shared;
+use super::cluster::{BackendState, Cluster};
 
-/// Reads the backends of whichever configuration is current.
-#[derive(Debug)]
-pub(super) struct BackendMetrics {
-    pub(super) current: Arc<ArcSwap<Shared>>,
+/// The clusters of whichever configuration is current.
+pub type CurrentClusters = Box<dyn Fn() -> Vec<Arc<Cluster>> + Send + Sync>;
+
+/// Reads the backends of the clusters `current` returns when scraped.
+pub struct BackendMetrics {
+    current: CurrentClusters,
+}
+
+impl BackendMetrics {
+    /// Reports the backends of the clusters `current` returns.
+    pub fn new(current: CurrentClusters) -> Self {
+        Self { current }
+    }
+}
+
+impl std::fmt::Debug for BackendMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendMetrics").finish_non_exhaustive()
+    }
 }
 
 impl Collector for BackendMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let shared = self.current.load();
-        let states: Vec<(&str, String, BackendState<'_>)> = shared
-            .clusters
+        let clusters = (self.current)();
+        let states: Vec<(&str, String, BackendState<'_>)> = clusters
             .iter()
             .flat_map(|cluster| {
                 cluster
@@ -68,7 +80,7 @@ impl Collector for BackendMetrics {
             None,
             MetricType::Counter,
         )?;
-        for cluster in &shared.clusters {
+        for cluster in &clusters {
             ConstCounter::new(cluster.panics()).encode(panics.encode_family(&[("cluster", cluster.name.as_str())])?)?;
         }
         let mut ejections = encoder.encode_descriptor(

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 
 use super::request::EncodedRequest;
 use super::response::{parse_head, Head, ResponseBody, Scratch, Step};
-use crate::proxy::headers::{rewrite_request, ClientSide};
+use crate::headers::{rewrite_request, AddedFields, ClientSide};
 
 /// What a response came to: status and body, or a rejection.
 type Framed = Result<(u16, Vec<u8>), String>;

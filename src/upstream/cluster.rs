@@ -1,9 +1,10 @@
-//! Upstream clusters: named sets of backends, each backend with its own
-//! pool of keep-alive connections.
+//! Upstream clusters: named sets of backends, each backend with its pool of
+//! keep-alive connections and its load (requests in flight, latency
+//! estimate, ejection and health), and the balancer that chooses among them.
 //!
-//! Owns connections to backends. Knows nothing of routes or client
-//! connections; hands back response heads with the [`Lease`] that streams
-//! their bodies and keeps their connection moving.
+//! Knows nothing of routes or client connections; hands back response heads
+//! with the [`Exchange`] that streams their bodies and keeps their
+//! connection moving.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,12 +12,13 @@ use std::sync::Arc;
 
 use http::Response;
 use hyper::body::Incoming;
-
-pub use super::pool::Lease;
 use rustls::pki_types::ServerName;
 
-use super::http1::EncodedRequest;
-use super::pool::{self, Pool, SendError};
+use super::connect::{Connector, UpstreamIo, UpstreamTls};
+use super::error::UpstreamError;
+use super::exchange::{self, Exchange};
+use super::h1::EncodedRequest;
+use super::pool::Pool;
 use crate::balance::{self, Balance, Ejector, InFlight, Load};
 use crate::config;
 use crate::metrics::ClusterCounters;
@@ -61,34 +63,43 @@ impl Backend {
 
     /// Opens a dedicated connection (TCP, and TLS for a TLS upstream), as
     /// the pool does for its own.
-    pub(super) async fn open(&self) -> Result<pool::UpstreamIo, SendError> {
-        self.pool.open().await
+    pub async fn open(&self) -> Result<UpstreamIo, UpstreamError> {
+        self.pool.connector().open().await
     }
 
     /// An empty buffer to encode a request head into (see [`Backend::send`]),
     /// reused from an earlier request when there is one.
-    pub(super) fn head_buffer(&self) -> Vec<u8> {
+    pub fn head_buffer(&self) -> Vec<u8> {
         self.pool.head_buffer()
     }
 
     /// Sends an encoded request and its body on a pooled connection, and
     /// reads the response head into `headers` (an emptied map whose storage
     /// is reused); `response_timeout` counts from when the request and its
-    /// body are sent. `now` is the time the caller read just before: the
-    /// pool's idle check and the response timer use it instead of reading
-    /// the clock again. The future borrows nothing, so the request's own
+    /// body are sent; the outcome goes to `in_flight` (see
+    /// [`exchange::send`]). The future borrows nothing, so the request's own
     /// future can hold it without holding what it came from.
-    pub(super) fn send(
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
         &self,
         request: EncodedRequest,
         headers: http::HeaderMap,
         body: Incoming,
-        now: std::time::Instant,
+        sent: std::time::Instant,
         response_timeout: std::time::Duration,
         max_body: Option<u64>,
-    ) -> impl std::future::Future<Output = Result<(Response<()>, Lease), SendError>> + Send + 'static {
-        self.pool
-            .send(request, headers, body, now.into(), response_timeout, max_body)
+        in_flight: InFlight,
+    ) -> impl std::future::Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send + 'static {
+        exchange::send(
+            self.pool.clone(),
+            request,
+            headers,
+            body,
+            sent,
+            response_timeout,
+            max_body,
+            in_flight,
+        )
     }
 }
 
@@ -130,20 +141,22 @@ impl Cluster {
                 host: http::HeaderValue::from_str(&addr.to_string())
                     .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
                 pool: Arc::new(Pool::new(
-                    addr,
+                    Connector::new(
+                        addr,
+                        timeouts.connect,
+                        upstream.tls.as_ref().map(|tls| UpstreamTls {
+                            connector: tokio_rustls::TlsConnector::from(tls.client_config.clone()),
+                            // Validated when the config was read; the backend's
+                            // IP address when no name is configured.
+                            server_name: tls
+                                .server_name
+                                .as_deref()
+                                .and_then(|name| ServerName::try_from(name.to_owned()).ok())
+                                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
+                        }),
+                    ),
                     upstream.max_idle_per_backend,
                     upstream.pool_idle_timeout,
-                    timeouts.connect,
-                    upstream.tls.as_ref().map(|tls| pool::UpstreamTls {
-                        connector: tokio_rustls::TlsConnector::from(tls.client_config.clone()),
-                        // Validated when the config was read; the backend's
-                        // IP address when no name is configured.
-                        server_name: tls
-                            .server_name
-                            .as_deref()
-                            .and_then(|name| ServerName::try_from(name.to_owned()).ok())
-                            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
-                    }),
                 )),
                 answered: Default::default(),
             })
@@ -225,6 +238,17 @@ impl Cluster {
     /// a row that change it.
     pub fn health_checked(&self, index: usize, passed: bool, thresholds: (usize, usize)) -> Option<bool> {
         self.ejector.checked(index, passed, thresholds.0, thresholds.1)
+    }
+
+    /// Counts a failed exchange in the cluster's connect-failure and
+    /// timeout counters.
+    pub fn count_error(&self, err: &UpstreamError) {
+        if err.is_connect() {
+            self.counters.connect_error();
+        }
+        if err.is_timeout() {
+            self.counters.timeout();
+        }
     }
 
     /// Choices made with every backend out of rotation (panic mode).

@@ -38,12 +38,11 @@ use std::task::{ready, Context, Poll};
 use bytes::{Bytes, BytesMut};
 
 use http_body::{Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
-use super::pool::UpstreamIo;
 use super::upload::{UploadBody, UploadError};
-pub(super) use request::EncodedRequest;
+pub use request::EncodedRequest;
 use response::{Head, ResponseBody, Step};
 
 /// Read buffer reserved for a response head, and the most bytes read at once
@@ -58,7 +57,7 @@ const BODY_CHUNK: usize = 64 * 1024;
 
 /// Why an exchange with a backend failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum H1Error {
     /// The backend closed the connection before a complete response head.
     #[error("connection closed before a response")]
     Closed,
@@ -82,9 +81,9 @@ pub enum ClientError {
     Upload(UploadError),
 }
 
-/// One connection to a backend, and the exchange in progress on it.
-pub(super) struct Conn {
-    io: UpstreamIo,
+/// One connection to a backend over `Io`, and the exchange in progress on it.
+pub struct Conn<Io> {
+    io: Io,
     read: BytesMut,
     out: Outgoing,
     /// The request body still to send; `None` once sent, or for none.
@@ -114,8 +113,9 @@ pub(super) struct Conn {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl Conn {
-    pub(super) fn new(io: UpstreamIo) -> Self {
+impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
+    /// A connection with no exchange yet.
+    pub fn new(io: Io) -> Self {
         Conn {
             io,
             read: BytesMut::new(),
@@ -136,7 +136,7 @@ impl Conn {
 
     /// Keeps `headers` (the request's map, emptied) to parse the response
     /// head into.
-    pub(super) fn recycle(&mut self, headers: http::HeaderMap) {
+    pub fn recycle(&mut self, headers: http::HeaderMap) {
         debug_assert!(headers.is_empty());
         self.scratch.headers = Some(headers);
     }
@@ -144,7 +144,7 @@ impl Conn {
     /// Starts an exchange: `request`'s head is written on the next poll,
     /// then `body` (`None` for a request without one). Returns the buffer
     /// of the last exchange's head, for another request to encode into.
-    pub(super) fn start(&mut self, request: EncodedRequest, body: Option<UploadBody>) -> Vec<u8> {
+    pub fn start(&mut self, request: EncodedRequest, body: Option<UploadBody>) -> Vec<u8> {
         self.out.clear();
         let spare = std::mem::replace(&mut self.out.encoded, request.head);
         self.upload = body.map(|body| request::BodyWriter::new(body, request.framing));
@@ -161,7 +161,7 @@ impl Conn {
 
     /// Takes back the request `start` was given, to send it on another
     /// connection; `None` if it had a body (whose bytes are gone).
-    pub(super) fn take_request(&mut self) -> Option<EncodedRequest> {
+    pub fn take_request(&mut self) -> Option<EncodedRequest> {
         if !self.resendable {
             return None;
         }
@@ -182,7 +182,7 @@ impl Conn {
     /// price: the timer of a connection idle in the pool past its last
     /// deadline fires once, waking the task of the exchange that set it for
     /// nothing.
-    pub(super) fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+    pub fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         let timer = match &mut self.timer {
             Some(timer) => {
                 if timer.deadline() != deadline {
@@ -196,19 +196,19 @@ impl Conn {
     }
 
     /// Whether the request, body included, has been handed to the backend.
-    pub(super) fn request_sent(&self) -> bool {
+    pub fn request_sent(&self) -> bool {
         self.sent
     }
 
     /// Whether any byte of a response arrived: until one does, a failed
     /// exchange left no trace of a response and may be retried.
-    pub(super) fn answered(&self) -> bool {
+    pub fn answered(&self) -> bool {
         self.answered
     }
 
     /// Sends the request while reading until the response head (the first
     /// final one: informational responses are skipped).
-    pub(super) fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<http::Response<()>, ClientError>> {
+    pub fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<http::Response<()>, H1Error>> {
         loop {
             self.poll_send(cx)?;
             // A client that sent `Expect: 100-continue` gets its interim
@@ -238,8 +238,8 @@ impl Conn {
             }
             if ready!(self.poll_fill(cx, HEAD_CHUNK))? == 0 {
                 return Poll::Ready(Err(match self.write_failed.take() {
-                    Some(err) => ClientError::Io(err),
-                    None => ClientError::Closed,
+                    Some(err) => H1Error::Io(err),
+                    None => H1Error::Closed,
                 }));
             }
         }
@@ -247,7 +247,7 @@ impl Conn {
 
     /// The next frame of the response body, sending what remains of the
     /// request body meanwhile.
-    pub(super) fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ClientError>>> {
+    pub fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
         loop {
             if let Err(err) = self.poll_send(cx) {
                 return Poll::Ready(Some(Err(err)));
@@ -263,7 +263,7 @@ impl Conn {
             let (want, ends_at_close) = (body.read_hint(HEAD_CHUNK, BODY_CHUNK), body.ends_at_close());
             if ready!(self.poll_fill(cx, want))? == 0 {
                 if !ends_at_close {
-                    return Poll::Ready(Some(Err(ClientError::ClosedEarly)));
+                    return Poll::Ready(Some(Err(H1Error::ClosedEarly)));
                 }
                 self.body = Some(ResponseBody::Done);
                 self.keep_alive = false;
@@ -273,12 +273,12 @@ impl Conn {
     }
 
     /// Whether the response body has been read to its end.
-    pub(super) fn body_ended(&self) -> bool {
+    pub fn body_ended(&self) -> bool {
         self.body.as_ref().is_some_and(ResponseBody::is_end)
     }
 
     /// What is known of the response body's remaining length.
-    pub(super) fn body_size_hint(&self) -> SizeHint {
+    pub fn body_size_hint(&self) -> SizeHint {
         self.body
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), ResponseBody::size_hint)
@@ -287,13 +287,13 @@ impl Conn {
     /// Whether another exchange may use this connection: the last one
     /// completed both ways, the backend keeps the connection alive, and
     /// nothing unexpected is waiting to be read.
-    pub(super) fn reusable(&self) -> bool {
+    pub fn reusable(&self) -> bool {
         self.keep_alive && self.sent && self.write_failed.is_none() && self.body_ended() && self.read.is_empty()
     }
 
     /// For an idle connection: whether it still looks usable. A backend that
     /// closed it (or sent something unasked) makes it unusable. Never waits.
-    pub(super) fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+    pub fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
         self.poll_fill(cx, HEAD_CHUNK).is_pending()
     }
 
@@ -301,7 +301,7 @@ impl Conn {
     /// all is sent or the socket or the client's body is not ready. A failed
     /// write stops the sending but not the exchange: the backend may still
     /// answer (say, a 413 before it closed). A failed request body ends it.
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), ClientError> {
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), H1Error> {
         while !self.sent {
             match self.out.poll_write(&mut self.io, cx) {
                 Poll::Ready(Ok(())) => {}
@@ -400,7 +400,7 @@ impl Outgoing {
     }
 
     /// Writes everything queued, then flushes.
-    fn poll_write(&mut self, io: &mut UpstreamIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write(&mut self, io: &mut (impl AsyncWrite + Unpin), cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.is_empty() {
             let slices = [
                 IoSlice::new(&self.encoded[self.encoded_at..]),

@@ -18,13 +18,13 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 
-use super::upstream::{Backend, Cluster};
+use super::cluster::{Backend, Cluster};
 use crate::config::Health;
 
 /// Starts checking every backend of `cluster`, when there is a runtime to
 /// run the checks on (there always is in the server; a unit test building
 /// a proxy outside one gets none).
-pub(super) fn watch(cluster: &Arc<Cluster>, health: &Health) {
+pub fn watch(cluster: &Arc<Cluster>, health: &Health) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };

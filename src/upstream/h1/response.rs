@@ -8,8 +8,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGT
 use http::{Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 
-use super::ClientError;
-use crate::proxy::headers::{tokens, KEEP_ALIVE};
+use super::H1Error;
+use crate::headers::{tokens, KEEP_ALIVE};
 
 /// Most header fields in a response head or in trailers (hyper's limit too).
 const MAX_HEADERS: usize = 100;
@@ -54,13 +54,13 @@ pub(super) struct Scratch {
 
 impl Scratch {
     /// The name of field `index`, spelled `raw` in the head.
-    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, ClientError> {
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, H1Error> {
         if let Some((spelled, name)) = self.names.get(index) {
             if **spelled == *raw {
                 return Ok(name.clone());
             }
         }
-        let name = HeaderName::from_bytes(raw).map_err(|_| ClientError::InvalidResponse("header name"))?;
+        let name = HeaderName::from_bytes(raw).map_err(|_| H1Error::InvalidResponse("header name"))?;
         let known = (raw.into(), name.clone());
         match self.names.get_mut(index) {
             Some(place) => *place = known,
@@ -78,7 +78,7 @@ pub(super) fn parse_head(
     head_request: bool,
     max_head: usize,
     scratch: &mut Scratch,
-) -> Result<Option<Head>, ClientError> {
+) -> Result<Option<Head>, H1Error> {
     // Uninitialised, unlike `[EMPTY_HEADER; N]`, which would write all
     // 3 KiB of slots for every head where a handful are used.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -87,11 +87,11 @@ pub(super) fn parse_head(
         match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, read, &mut fields) {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) if read.len() > max_head => {
-                return Err(ClientError::InvalidResponse("head too large"))
+                return Err(H1Error::InvalidResponse("head too large"))
             }
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(ClientError::InvalidResponse("too many header fields")),
-            Err(_) => return Err(ClientError::InvalidResponse("malformed head")),
+            Err(httparse::Error::TooManyHeaders) => return Err(H1Error::InvalidResponse("too many header fields")),
+            Err(_) => return Err(H1Error::InvalidResponse("malformed head")),
         };
     let code = parsed.code.unwrap_or_default();
     let version = if parsed.version == Some(0) {
@@ -114,11 +114,9 @@ pub(super) fn parse_head(
         return Ok(Some(Head::Informational));
     }
     if code == 101 {
-        return Err(ClientError::InvalidResponse(
-            "101 to a request that asked for no upgrade",
-        ));
+        return Err(H1Error::InvalidResponse("101 to a request that asked for no upgrade"));
     }
-    let status = StatusCode::from_u16(code).map_err(|_| ClientError::InvalidResponse("status code"))?;
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::InvalidResponse("status code"))?;
     let mut headers = scratch.headers.take().unwrap_or_default();
     // Room for what the proxy adds (Via) without growing again.
     headers.reserve(scratch.spans.len() + 1);
@@ -138,7 +136,7 @@ pub(super) fn parse_head(
         let [name_start, name_end, value_start, value_end] = scratch.spans[index];
         let name = scratch.name(index, &head[name_start..name_end])?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| ClientError::InvalidResponse("header value"))?;
+            .map_err(|_| H1Error::InvalidResponse("header value"))?;
         if name == CONNECTION {
             let mut names_others = false;
             for token in tokens(&value) {
@@ -157,7 +155,7 @@ pub(super) fn parse_head(
             // Not text, it would read as no coding at all: the body would be
             // framed otherwise than the backend framed it.
             if value.to_str().is_err() {
-                return Err(ClientError::InvalidResponse("Transfer-Encoding"));
+                return Err(H1Error::InvalidResponse("Transfer-Encoding"));
             }
             for token in tokens(&value) {
                 chunked_last = Some(token.eq_ignore_ascii_case("chunked"));
@@ -197,7 +195,7 @@ pub(super) fn parse_head(
             // Even where it frames nothing (the answer to HEAD), a
             // Content-Length that is not one number is not relayed.
             None if chunked_last.is_none() || head_request => {
-                return Err(ClientError::InvalidResponse("Content-Length"));
+                return Err(H1Error::InvalidResponse("Content-Length"));
             }
             // Transfer-Encoding wins; the field is removed below.
             None => {}
@@ -341,7 +339,7 @@ impl ResponseBody {
     }
 
     /// Takes the next frame out of `read`.
-    pub(super) fn decode(&mut self, read: &mut BytesMut) -> Result<Step, ClientError> {
+    pub(super) fn decode(&mut self, read: &mut BytesMut) -> Result<Step, H1Error> {
         loop {
             match self {
                 ResponseBody::Done | ResponseBody::Length(0) => {
@@ -370,7 +368,7 @@ impl ResponseBody {
                             [b'\r', b'\n', ..] => read.advance(2),
                             [b'\n', ..] => read.advance(1),
                             [b'\r'] => return Ok(Step::More),
-                            _ => return Err(ClientError::InvalidResponse("chunk data not followed by CRLF")),
+                            _ => return Err(H1Error::InvalidResponse("chunk data not followed by CRLF")),
                         }
                         *chunk = Chunk::Size;
                     }
@@ -401,10 +399,10 @@ fn take(read: &mut BytesMut, remaining: &mut u64) -> Bytes {
 
 /// Parses a chunk-size line (hex size, optional extensions, CRLF) and takes
 /// it out of `read`; `None` while incomplete.
-fn chunk_size(read: &mut BytesMut) -> Result<Option<u64>, ClientError> {
+fn chunk_size(read: &mut BytesMut) -> Result<Option<u64>, H1Error> {
     let Some(end) = read.iter().position(|&b| b == b'\n') else {
         if read.len() > MAX_CHUNK_LINE {
-            return Err(ClientError::InvalidResponse("chunk-size line too long"));
+            return Err(H1Error::InvalidResponse("chunk-size line too long"));
         }
         return Ok(None);
     };
@@ -414,17 +412,17 @@ fn chunk_size(read: &mut BytesMut) -> Result<Option<u64>, ClientError> {
     // are ignored, optionally after whitespace.
     let rest = line[digits..].trim_ascii_start();
     if digits == 0 || digits > 16 || !(rest.is_empty() || rest.starts_with(b";")) {
-        return Err(ClientError::InvalidResponse("chunk size"));
+        return Err(H1Error::InvalidResponse("chunk size"));
     }
-    let text = std::str::from_utf8(&line[..digits]).map_err(|_| ClientError::InvalidResponse("chunk size"))?;
-    let size = u64::from_str_radix(text, 16).map_err(|_| ClientError::InvalidResponse("chunk size"))?;
+    let text = std::str::from_utf8(&line[..digits]).map_err(|_| H1Error::InvalidResponse("chunk size"))?;
+    let size = u64::from_str_radix(text, 16).map_err(|_| H1Error::InvalidResponse("chunk size"))?;
     read.advance(end + 1);
     Ok(Some(size))
 }
 
 /// Parses the trailer section (possibly empty) and the blank line ending a
 /// chunked body, taking them out of `read`; `None` while incomplete.
-fn trailers(read: &mut BytesMut) -> Result<Option<HeaderMap>, ClientError> {
+fn trailers(read: &mut BytesMut) -> Result<Option<HeaderMap>, H1Error> {
     // Most chunked bodies end without trailers: no field slots to set up.
     if read.starts_with(b"\r\n") {
         read.advance(2);
@@ -436,19 +434,19 @@ fn trailers(read: &mut BytesMut) -> Result<Option<HeaderMap>, ClientError> {
             let mut trailers = HeaderMap::with_capacity(fields.len());
             for field in fields {
                 let name = HeaderName::from_bytes(field.name.as_bytes())
-                    .map_err(|_| ClientError::InvalidResponse("trailer name"))?;
+                    .map_err(|_| H1Error::InvalidResponse("trailer name"))?;
                 let value =
-                    HeaderValue::from_bytes(field.value).map_err(|_| ClientError::InvalidResponse("trailer value"))?;
+                    HeaderValue::from_bytes(field.value).map_err(|_| H1Error::InvalidResponse("trailer value"))?;
                 trailers.append(name, value);
             }
             read.advance(length);
             Ok(Some(trailers))
         }
         Ok(httparse::Status::Partial) if read.len() > super::BODY_CHUNK => {
-            Err(ClientError::InvalidResponse("trailers too large"))
+            Err(H1Error::InvalidResponse("trailers too large"))
         }
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(ClientError::InvalidResponse("malformed trailers")),
+        Err(_) => Err(H1Error::InvalidResponse("malformed trailers")),
     }
 }
 
@@ -535,7 +533,7 @@ mod tests {
             let mut read = BytesMut::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {lengths}\r\n\r\n").as_str());
             let result = parse_head(&mut read, false, 64 * 1024, &mut Scratch::default());
             assert!(
-                matches!(result, Err(ClientError::InvalidResponse("Content-Length"))),
+                matches!(result, Err(H1Error::InvalidResponse("Content-Length"))),
                 "{lengths:?}"
             );
         }
@@ -622,7 +620,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_head(&mut read, true, 1024, &mut Scratch::default()),
-                    Err(ClientError::InvalidResponse("Content-Length"))
+                    Err(H1Error::InvalidResponse("Content-Length"))
                 ),
                 "{bad:?} in the answer to HEAD"
             );

@@ -10,9 +10,9 @@ use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, HOST};
 use http::{request, Method};
 use http_body::Body;
 
-use super::{ClientError, Outgoing};
-use crate::proxy::headers::{allowed_in_trailers, Added};
-use crate::proxy::upload::UploadBody;
+use super::{H1Error, Outgoing};
+use crate::headers::{allowed_in_trailers, AddedFields};
+use crate::upstream::upload::UploadBody;
 
 /// How the request body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub(super) enum Framing {
 /// taken: the client's head refers to hyper's read buffer, and letting go of
 /// it early lets hyper read the next request into the same memory.
 #[derive(Debug)]
-pub(in crate::proxy) struct EncodedRequest {
+pub struct EncodedRequest {
     pub(super) head: Vec<u8>,
     pub(super) framing: Framing,
     /// A HEAD request, whose response has no body.
@@ -40,19 +40,19 @@ pub(in crate::proxy) struct EncodedRequest {
     /// Without a body and idempotent: may be sent again on another
     /// connection if the first failed before any response (RFC 9110
     /// section 9.2.2).
-    pub(in crate::proxy) resendable: bool,
+    pub resendable: bool,
 }
 
 impl EncodedRequest {
     /// Encodes `head` (origin-form URI, headers rewritten) with the fields
     /// tailcut adds into `buffer` (an empty one, to reuse its memory);
     /// `has_body` says whether a body follows.
-    pub(in crate::proxy) fn new(
+    pub fn new(
         head: &request::Parts,
-        added: Added<'_>,
+        added: impl AddedFields,
         has_body: bool,
         mut buffer: Vec<u8>,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, H1Error> {
         let framing = framing(&head.headers, has_body)?;
         // Room for the whole head, so that the buffer grows at most once.
         let fields: usize = head
@@ -87,15 +87,15 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// The framing for a request whose headers are `headers` (hop-by-hop ones
 /// already removed, so no `Transfer-Encoding`).
-fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, ClientError> {
+fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, H1Error> {
     if !headers.contains_key(CONTENT_LENGTH) {
         return Ok(if has_body { Framing::Chunked } else { Framing::Empty });
     }
     // The server side validated it; this only reads it back.
-    let length = super::response::content_length(headers)
-        .ok_or(ClientError::InvalidRequest("Content-Length is not a number"))?;
+    let length =
+        super::response::content_length(headers).ok_or(H1Error::InvalidRequest("Content-Length is not a number"))?;
     if length > 0 && !has_body {
-        return Err(ClientError::InvalidRequest("Content-Length without a body"));
+        return Err(H1Error::InvalidRequest("Content-Length without a body"));
     }
     Ok(Framing::Length(length))
 }
@@ -103,7 +103,7 @@ fn framing(headers: &HeaderMap, has_body: bool) -> Result<Framing, ClientError> 
 /// Serializes the request line and headers into `out`: the client's fields
 /// as rewritten, then those tailcut adds. The target is the URI as the proxy
 /// rewrote it (origin form).
-fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: Added<'_>, framing: Framing) {
+fn encode_head(out: &mut Vec<u8>, head: &request::Parts, added: impl AddedFields, framing: Framing) {
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
@@ -161,9 +161,9 @@ impl BodyWriter {
 
     /// Queues the body's next frame in `out`, framed; `Ok(true)` once the
     /// body's end has been queued.
-    pub(super) fn poll_encode(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<Result<bool, ClientError>> {
+    pub(super) fn poll_encode(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<Result<bool, H1Error>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx)).transpose();
-        let frame = frame.map_err(ClientError::Upload)?;
+        let frame = frame.map_err(H1Error::Upload)?;
         Poll::Ready(match frame {
             None => self.end(out, None),
             Some(frame) => match frame.into_data() {
@@ -177,7 +177,7 @@ impl BodyWriter {
         })
     }
 
-    fn data(&mut self, out: &mut Outgoing, data: Bytes) -> Result<bool, ClientError> {
+    fn data(&mut self, out: &mut Outgoing, data: Bytes) -> Result<bool, H1Error> {
         if data.is_empty() {
             return Ok(false);
         }
@@ -191,7 +191,7 @@ impl BodyWriter {
             self.remaining = self
                 .remaining
                 .checked_sub(size)
-                .ok_or(ClientError::InvalidRequest("body longer than its Content-Length"))?;
+                .ok_or(H1Error::InvalidRequest("body longer than its Content-Length"))?;
         }
         out.data = data;
         // A Content-Length body is complete with its last byte: waiting for
@@ -203,10 +203,10 @@ impl BodyWriter {
     /// The body ended, with trailers or without. Trailers go only into a
     /// chunked body; a `Content-Length` body has nowhere to put them. Fields
     /// not allowed in trailers, or owned by the proxy, are left out.
-    fn end(&mut self, out: &mut Outgoing, trailers: Option<&HeaderMap>) -> Result<bool, ClientError> {
+    fn end(&mut self, out: &mut Outgoing, trailers: Option<&HeaderMap>) -> Result<bool, H1Error> {
         if !self.chunked {
             if self.remaining > 0 {
-                return Err(ClientError::InvalidRequest("body shorter than its Content-Length"));
+                return Err(H1Error::InvalidRequest("body shorter than its Content-Length"));
             }
             return Ok(true);
         }
@@ -236,7 +236,7 @@ mod tests {
     use http::{HeaderValue, Version};
 
     use super::*;
-    use crate::proxy::headers::{rewrite_request, ClientSide};
+    use crate::headers::{rewrite_request, ClientSide};
 
     fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = http::Request::builder().method(method).uri(target);

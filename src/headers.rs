@@ -355,7 +355,7 @@ pub struct ClientSide {
 /// `X-Forwarded-Host`, `X-Forwarded-Proto` and `Via`.
 ///
 /// They stay out of the request's header map. tailcut's HTTP/1.1 client
-/// writes them after the client's own fields ([`Added::for_each`]);
+/// writes them after the client's own fields ([`AddedFields::for_each`]);
 /// inserting them would hash and place four entries only for the client to
 /// read them straight back out, a sixth of the work a small request costs.
 /// A request that hyper's client sends (an upgrade) gets them inserted
@@ -373,10 +373,17 @@ pub struct Added<'a> {
     forwarded_for_in_map: bool,
 }
 
-impl Added<'_> {
-    /// Calls `f` with each added field, in the order they are written.
-    /// `host` is the request's `Host` value (after [`rewrite_request`]).
-    pub fn for_each(&self, host: Option<&HeaderValue>, mut f: impl FnMut(&HeaderName, &[u8])) {
+/// The fields a proxy adds to a request after the client's own
+/// (`X-Forwarded-*`, `Via`), written as the head is encoded so that they
+/// are never inserted into the client's map.
+pub trait AddedFields {
+    /// Calls `field` with each added field, in the order they are written.
+    /// `host` is the request's `Host` value, read as the head was encoded.
+    fn for_each(&self, host: Option<&HeaderValue>, field: impl FnMut(&HeaderName, &[u8]));
+}
+
+impl AddedFields for Added<'_> {
+    fn for_each(&self, host: Option<&HeaderValue>, mut f: impl FnMut(&HeaderName, &[u8])) {
         if !self.forwarded_for_in_map {
             f(&X_FORWARDED_FOR, self.client.ip.as_bytes());
         }
@@ -386,7 +393,9 @@ impl Added<'_> {
         f(&X_FORWARDED_PROTO, self.client.proto.as_bytes());
         f(&VIA, via_for(self.version).as_bytes());
     }
+}
 
+impl Added<'_> {
     /// Inserts the added fields into `headers`, the request's rewritten map.
     pub fn insert_into(&self, headers: &mut HeaderMap) {
         // A copy, so that the map can change while it is read.
