@@ -1,11 +1,20 @@
 //! `tailcut-load backend`: a fast upstream for experiments, with a chosen
 //! response size, status and service-time distribution.
+//!
+//! For balancing experiments the chosen status and delay can apply only
+//! within a window (`--window 4s..8s`), counted from the backend's epoch:
+//! its start, or the last request to [`EPOCH_PATH`] (plus its `after`
+//! query, a duration, so that the epoch can match a run's schedule). Outside the window it
+//! answers 200 at once. [`SERVED_PATH`] answers how many requests (other
+//! than these two) it has served, so that a comparison can tell each
+//! backend's share of a trial.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -153,6 +162,11 @@ impl FromStr for Delay {
     }
 }
 
+/// A request to this path restarts the backend's epoch (see `--window`).
+pub const EPOCH_PATH: &str = "/_tailcut-load/epoch";
+/// A request to this path answers the count of requests served so far.
+pub const SERVED_PATH: &str = "/_tailcut-load/served";
+
 /// What the backend answers.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
@@ -162,6 +176,46 @@ pub struct BackendConfig {
     pub status: StatusCode,
     /// Service time before answering.
     pub delay: Delay,
+    /// When set, `status` and `delay` apply only from the first to the
+    /// second offset after the epoch; 200 at once otherwise.
+    pub window: Option<(Duration, Duration)>,
+}
+
+/// Parses `--window START..END`, e.g. `4s..8s`.
+pub fn parse_window(spec: &str) -> Result<(Duration, Duration), String> {
+    let (start, end) = spec
+        .split_once("..")
+        .ok_or_else(|| format!("{spec:?}: expected START..END, e.g. 4s..8s"))?;
+    let parse = |text: &str| {
+        humantime::parse_duration(text.trim()).map_err(|_| format!("{spec:?}: {text:?} is not a duration"))
+    };
+    let (start, end) = (parse(start)?, parse(end)?);
+    if end <= start {
+        return Err(format!("{spec:?}: END must be after START"));
+    }
+    Ok((start, end))
+}
+
+/// What the backend's requests share: its epoch and its count.
+struct State {
+    config: BackendConfig,
+    epoch: Mutex<Instant>,
+    served: AtomicU64,
+}
+
+impl State {
+    /// Whether the configured status and delay apply now.
+    fn faulty(&self) -> bool {
+        let Some((start, end)) = self.config.window else {
+            return true;
+        };
+        let epoch = *self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
+        // Before an epoch set ahead: not yet in the window.
+        let Some(since) = Instant::now().checked_duration_since(epoch) else {
+            return false;
+        };
+        since >= start && since < end
+    }
 }
 
 thread_local! {
@@ -171,29 +225,56 @@ thread_local! {
 /// Serves `listener` until the task is dropped: HTTP/1.1 and h2c.
 pub async fn serve(listener: TcpListener, config: Arc<BackendConfig>) {
     let body = Bytes::from(vec![b'x'; config.size]);
+    let state = Arc::new(State {
+        config: (*config).clone(),
+        epoch: Mutex::new(Instant::now()),
+        served: AtomicU64::new(0),
+    });
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (config, body, builder) = (config.clone(), body.clone(), builder.clone());
+        let (state, body, builder) = (state.clone(), body.clone(), builder.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_request| {
-                let (config, body) = (config.clone(), body.clone());
-                async move {
-                    let delay = RNG.with(|rng| config.delay.sample(&mut *rng.borrow_mut()));
-                    if !delay.is_zero() {
-                        wait_until(Instant::now() + delay).await;
-                    }
-                    let mut response = Response::new(Full::new(body));
-                    *response.status_mut() = config.status;
-                    Ok::<_, Infallible>(response)
-                }
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (state, body) = (state.clone(), body.clone());
+                async move { Ok::<_, Infallible>(answer(&state, request.uri(), body).await) }
             });
             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// The answer to a request for `uri`.
+async fn answer(state: &State, uri: &http::Uri, body: Bytes) -> Response<Full<Bytes>> {
+    match uri.path() {
+        EPOCH_PATH => {
+            let after = uri
+                .query()
+                .and_then(|q| q.strip_prefix("after="))
+                .and_then(|d| humantime::parse_duration(d).ok())
+                .unwrap_or_default();
+            *state.epoch.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now() + after;
+            return Response::new(Full::new(Bytes::from_static(b"epoch\n")));
+        }
+        SERVED_PATH => {
+            let served = state.served.load(Ordering::Relaxed);
+            return Response::new(Full::new(Bytes::from(format!("{served}\n"))));
+        }
+        _ => {}
+    }
+    state.served.fetch_add(1, Ordering::Relaxed);
+    let mut response = Response::new(Full::new(body));
+    if state.faulty() {
+        let delay = RNG.with(|rng| state.config.delay.sample(&mut *rng.borrow_mut()));
+        if !delay.is_zero() {
+            wait_until(Instant::now() + delay).await;
+        }
+        *response.status_mut() = state.config.status;
+    }
+    response
 }
 
 /// Runs the backend on `listen` with `workers` threads until interrupted.
@@ -220,6 +301,49 @@ pub fn run(listen: SocketAddr, workers: usize, config: BackendConfig) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_is_two_ordered_durations() {
+        assert_eq!(
+            parse_window("4s..8s"),
+            Ok((Duration::from_secs(4), Duration::from_secs(8)))
+        );
+        for bad in ["4s", "8s..4s", "4s..4s", "soon..8s"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fault_applies_only_within_the_window_from_the_epoch() {
+        let state = State {
+            config: BackendConfig {
+                size: 1,
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                delay: Delay::Fixed(Duration::ZERO),
+                window: Some((Duration::from_secs(1), Duration::from_secs(2))),
+            },
+            epoch: Mutex::new(Instant::now()),
+            served: AtomicU64::new(0),
+        };
+        let uri = |text: &'static str| http::Uri::from_static(text);
+        assert_eq!(answer(&state, &uri("/"), Bytes::new()).await.status(), StatusCode::OK);
+        *state.epoch.lock().expect("lock") = Instant::now() - Duration::from_millis(1500);
+        assert_eq!(
+            answer(&state, &uri("/"), Bytes::new()).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        answer(&state, &uri(EPOCH_PATH), Bytes::new()).await;
+        assert_eq!(answer(&state, &uri("/"), Bytes::new()).await.status(), StatusCode::OK);
+        // An epoch ahead: the window is further away still.
+        answer(&state, &uri("/_tailcut-load/epoch?after=10s"), Bytes::new()).await;
+        *state.epoch.lock().expect("lock") -= Duration::from_millis(1500);
+        assert_eq!(answer(&state, &uri("/"), Bytes::new()).await.status(), StatusCode::OK);
+        assert_eq!(
+            state.served.load(Ordering::Relaxed),
+            4,
+            "control requests are not counted"
+        );
+    }
 
     #[test]
     fn parses_every_documented_form() {

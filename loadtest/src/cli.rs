@@ -192,6 +192,11 @@ pub struct BackendArgs {
     /// lognormal:median=300us,p99=5ms, bimodal:99%=200us,1%=50ms.
     #[arg(long, default_value = "none")]
     pub delay: String,
+    /// Apply --status and --delay only within this window after the epoch
+    /// (start, or the last request to /_tailcut-load/epoch), e.g. 4s..8s;
+    /// 200 at once outside it.
+    #[arg(long)]
+    pub window: Option<String>,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,

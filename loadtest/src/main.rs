@@ -163,6 +163,12 @@ fn merge_command(args: MergeArgs) -> anyhow::Result<u8> {
 fn backend_command(args: BackendArgs) -> anyhow::Result<u8> {
     let status = StatusCode::from_u16(args.status).with_context(|| format!("--status {}", args.status))?;
     let delay = args.delay.parse().context("--delay")?;
+    let window = args
+        .window
+        .as_deref()
+        .map(backend::parse_window)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--window {err}"))?;
     backend::run(
         args.listen,
         args.workers,
@@ -170,6 +176,7 @@ fn backend_command(args: BackendArgs) -> anyhow::Result<u8> {
             size: args.size,
             status,
             delay,
+            window,
         },
     )
     .with_context(|| format!("backend on {}", args.listen))?;

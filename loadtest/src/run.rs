@@ -107,6 +107,10 @@ pub enum RunError {
     Generator(String),
 }
 
+/// How long after [`execute`] is called (and the target probed) the
+/// schedule starts, so every thread is ready for its first send.
+pub const SCHEDULE_LEAD: Duration = Duration::from_millis(50);
+
 /// Runs the load described by `config` and returns what it measured.
 pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
     let addr = resolve_and_probe(&config.target, config.timeout)?;
@@ -114,7 +118,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
     let threads = config.threads.max(1);
     let monitor = StallMonitor::start();
     // A common start shortly ahead, so every thread is ready for its first send.
-    let start = Instant::now() + Duration::from_millis(50);
+    let start = Instant::now() + SCHEDULE_LEAD;
     let (tx, rx) = mpsc::channel::<Message>();
     let handles: Vec<_> = (0..threads)
         .map(|k| {

@@ -22,6 +22,8 @@ pub fn colour(target: &str) -> &'static str {
         "direct" => "#7f8c8d",
         "nginx" => "#27ae60",
         "haproxy" => "#8e44ad",
+        "tailcut-least_request" => "#e67e22",
+        "tailcut-round_robin" => "#f5b7b1",
         _ => "#d68910",
     }
 }
@@ -287,6 +289,62 @@ pub fn timeline(results: &Results) -> Option<String> {
             plot.bottom_tick("#111", cycle.at_s, 8.0 + 24.0 * cycle.pause_ms / longest);
         }
         plot.legend("#111", false, &format!("Go GC cycle ({})", gc.cycles.len()));
+    }
+    Some(plot.finish())
+}
+
+/// A balancing scenario's latency over time: each second's p99 of every
+/// target in the first round where all of its trials are valid (else the
+/// first round), the faulty backend's window shaded. Seconds without a
+/// completed request are gaps, not zeros.
+pub fn balancing_timeline(results: &Results) -> Option<String> {
+    let setup = results.balancing.as_ref()?;
+    let rounds = results.trials.iter().map(|t| t.round).max()?;
+    let in_round = |round: usize| -> Vec<&Trial> { results.trials.iter().filter(|t| t.round == round).collect() };
+    let round = (1..=rounds)
+        .find(|&r| in_round(r).iter().all(|t| t.result.verdict.valid))
+        .unwrap_or(1);
+    let trials = in_round(round);
+    let length = trials.iter().map(|t| t.result.seconds.len()).max()? as f64;
+    let latencies = trials
+        .iter()
+        .flat_map(|t| t.result.seconds.iter().filter(|s| s.completed > 0).map(|s| s.p99_us));
+    let mut plot = Plot::new("latency over time, every target", 0.0, length, latencies);
+    if let Some((start, end)) = setup.faulty.as_ref().and_then(super::scenario::Faulty::window) {
+        let (x0, x1) = (plot.x(start.as_secs_f64()), plot.x(end.as_secs_f64()));
+        let _ = writeln!(
+            plot.svg,
+            "<rect x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#f4d03f\" fill-opacity=\"0.25\"/>",
+            x1 - x0,
+            H - TOP - BOTTOM
+        );
+    }
+    let step = (length / 10.0).ceil().max(1.0);
+    let mut second = 0.0;
+    while second <= length {
+        plot.x_tick(second, &format!("{second}"));
+        second += step;
+    }
+    plot.x_title(&format!(
+        "seconds since the trial started (warm-up included), round {round}"
+    ));
+    for (target, _) in &setup.targets {
+        let Some(trial) = trials.iter().find(|t| &t.target == target) else {
+            continue;
+        };
+        let c = colour(target);
+        // Runs of consecutive seconds with completed requests, each its own line.
+        let mut run: Vec<(f64, u64)> = Vec::new();
+        for s in &trial.result.seconds {
+            if s.completed == 0 {
+                plot.line(c, false, &run);
+                run.clear();
+            } else {
+                run.push((s.second as f64 + 0.5, s.p99_us));
+            }
+        }
+        plot.line(c, false, &run);
+        plot.legend(c, false, &format!("{target} p99"));
     }
     Some(plot.finish())
 }

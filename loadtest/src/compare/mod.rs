@@ -5,9 +5,10 @@
 //!
 //! 1. find or build both proxies, measuring their binaries and, when asked,
 //!    their clean build times ([`build`]);
-//! 2. start `tailcut-load backend` and every proxy pinned before exec:
+//! 2. start `tailcut-load backend` (several in a balancing scenario, one
+//!    of them faulty: [`backends`]) and every proxy pinned before exec:
 //!    proxies alone on their CPUs with equal thread counts, generator and
-//!    backend elsewhere ([`procs`]); Debian's nginx and HAProxy, when
+//!    backends elsewhere ([`procs`]); Debian's nginx and HAProxy, when
 //!    installed, as reference columns doing the same job ([`targets`]);
 //! 3. rounds of interleaved open-loop trials at the scenario's rate
 //!    (tailcut, Go, the references, direct to the backend; the order
@@ -20,10 +21,13 @@
 //! 6. RSS per idle keep-alive connection ([`idle`]);
 //! 7. bootstrap intervals on percentile differences over trials
 //!    ([`stats`]); `results.json`, `.hgrm` files and the terminal table
-//!    ([`summary`]); `report.html` ([`report`]).
+//!    ([`summary`]); `report.html` ([`report`]), with each backend's share
+//!    and latency over time for a balancing scenario ([`balancing`]).
 //!
 //! [`scenario`] reads the TOML scenario that sets all of it.
 
+pub mod backends;
+pub mod balancing;
 pub mod build;
 pub mod charts;
 pub mod gc;
@@ -49,9 +53,10 @@ use crate::result::{RunResult, Thresholds};
 use crate::run::{self, Progress, RunConfig};
 use crate::schedule::Arrivals;
 use crate::timing::micros;
-use procs::{CpuPlan, Running};
+use backends::Backends;
+use procs::CpuPlan;
 use scenario::Scenario;
-use targets::{Proxy, Reference};
+use targets::{Policy, Proxy, Reference, Target};
 
 /// The percentiles compared, as quantiles.
 pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 0.9999];
@@ -104,7 +109,7 @@ pub enum CompareError {
 /// One open-loop trial.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Trial {
-    /// `tailcut`, `goproxy` or `direct`.
+    /// [`Target::name`].
     pub target: String,
     /// Round, from 1.
     pub round: usize,
@@ -115,6 +120,10 @@ pub struct Trial {
     /// The Go proxy's GC cycles during the trial (none for the others).
     #[serde(default)]
     pub gc: Option<gc::GcActivity>,
+    /// In a balancing scenario: requests each backend served during the
+    /// trial (warm-up included), the faulty one first.
+    #[serde(default)]
+    pub backends_served: Option<Vec<u64>>,
     /// What the generator measured.
     pub result: RunResult,
 }
@@ -190,9 +199,13 @@ pub struct Results {
     /// Clean build times, when measured (`--build-times`).
     #[serde(default)]
     pub build_times: Vec<build::BuildTime>,
+    /// A balancing scenario's backends and how each target balances.
+    #[serde(default)]
+    pub balancing: Option<balancing::Setup>,
 }
 
-/// Runs the comparison and writes its results under `options.out`.
+/// Runs the comparison and writes its results under `options.out`: each
+/// phase of the method above in turn.
 pub fn compare(options: &Options) -> Result<Results, CompareError> {
     let mut scenario = Scenario::load(&options.scenario)?;
     if options.full {
@@ -206,160 +219,16 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     let plan = CpuPlan::new(cpus, scenario.proxy_threads);
     eprintln!("{}", plan.describe());
 
-    let binaries = build::prepare(
-        options.tailcut.as_deref(),
-        options.goproxy.as_deref(),
-        &options.out,
-        options.build_times,
-    )?;
-    for size in &binaries.sizes {
-        eprintln!("{:>10.1} MB  {}", size.bytes as f64 / 1e6, size.name);
-    }
-    for build in &binaries.build_times {
-        eprintln!(
-            "clean build {:>8}: {:.1} s ({})",
-            build.proxy, build.seconds, build.command
-        );
-    }
-
-    let backend_port = procs::free_port().map_err(setup("free port"))?;
-    let backend_addr = SocketAddr::from(([127, 0, 0, 1], backend_port));
+    let binaries = prepare_binaries(options)?;
     let me = std::env::current_exe().map_err(setup("this program's path"))?;
-    let size = scenario.backend.size.to_string();
-    let backend_args = [
-        "backend",
-        "--listen",
-        &backend_addr.to_string(),
-        "--size",
-        &size,
-        "--delay",
-        &scenario.backend.delay,
-    ]
-    .map(String::from);
-    let _backend = Running::start(&me, &backend_args, &plan.load, &plan, &[], None)
-        .map_err(setup("start tailcut-load backend"))?;
-    if !procs::wait_for_port(backend_addr, Duration::from_secs(10)) {
-        return Err(CompareError::Setup(format!("backend did not listen on {backend_addr}")));
-    }
-
-    let threads = scenario.proxy_threads.to_string();
-    let mut proxies = Vec::new();
-    for (name, binary) in [("tailcut", &binaries.tailcut), ("goproxy", &binaries.goproxy)] {
-        proxies.push(targets::start_proxy(
-            name,
-            binary,
-            backend_addr,
-            &threads,
-            &options.out,
-            &plan,
-        )?);
-    }
-    for reference in [Reference::Nginx, Reference::Haproxy] {
-        let name = reference.name();
-        let Some(binary) = targets::find_program(name) else {
-            eprintln!("{name} is not installed: no {name} column");
-            continue;
-        };
-        match targets::start_reference(
-            reference,
-            &binary,
-            backend_addr,
-            scenario.proxy_threads,
-            &options.out,
-            &plan,
-        ) {
-            Ok(proxy) => proxies.push(proxy),
-            Err(err) => eprintln!("warning: {name} left out: {err}"),
-        }
-    }
-
+    let backends = Backends::start(&scenario, &me, &plan)?;
+    let proxies = start_targets(&scenario, &binaries, &backends, &options.out, &plan)?;
     // The generator runs in this process: pinned here, before its threads start.
     procs::pin_self(&plan.load, &plan);
-    let mut gc_trace = gc::TraceReader::default();
 
-    let mut trials = Vec::new();
-    let targets: Vec<(&str, SocketAddr)> = proxies
-        .iter()
-        .map(|p| (p.name, p.addr))
-        .chain([("direct", backend_addr)])
-        .collect();
-    for round in 1..=scenario.load.rounds {
-        for k in 0..targets.len() {
-            let (name, addr) = targets[(k + round - 1) % targets.len()];
-            let proxy = proxies.iter().find(|p| p.name == name);
-            let config = trial_config(&scenario, addr, scenario.load.rate, scenario.load.connections, round)?;
-            let trial = observed_trial(name, round, &config, proxy, &mut gc_trace)?;
-            eprintln!(
-                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}{}",
-                trial.result.achieved_rate,
-                decoded_p99(&trial.result),
-                trial.gc.as_ref().map_or(String::new(), |gc| format!(
-                    ", {} GC cycles ({:.2} ms paused)",
-                    gc.cycles.len(),
-                    gc.pause_total_ms()
-                )),
-                invalid_note(&trial.result)
-            );
-            trials.push(trial);
-        }
-    }
-
-    // Saturation: far more offered than one core serves, over a fixed set of
-    // connections, so each connection sends its next request as soon as its
-    // last is answered: a closed loop in effect.
-    let mut saturation = Vec::new();
-    if !scenario.load.saturation.is_zero() {
-        for proxy in &proxies {
-            let mut config = trial_config(
-                &scenario,
-                proxy.addr,
-                1_000_000.0,
-                scenario.load.saturation_connections,
-                0,
-            )?;
-            config.duration = scenario.load.saturation;
-            let result = run::execute(&config).map_err(|source| CompareError::Run {
-                target: proxy.name.to_owned(),
-                source,
-            })?;
-            eprintln!("saturation {:>8}: {:.0} req/s", proxy.name, result.achieved_rate);
-            saturation.push(Saturation {
-                proxy: proxy.name.to_owned(),
-                achieved_rate: result.achieved_rate,
-            });
-        }
-    }
-
-    let mut sweep = Vec::new();
-    for step in sweep::steps(&scenario.sweep.fractions, &saturation, &["tailcut", "goproxy"]) {
-        let addr = match proxies.iter().find(|p| p.name == step.proxy) {
-            Some(proxy) => proxy.addr,
-            None => backend_addr,
-        };
-        let mut config = trial_config(&scenario, addr, step.offered, scenario.load.connections, 0)?;
-        config.duration = scenario.sweep.duration;
-        config.warmup = scenario.sweep.warmup;
-        let result = run::execute(&config).map_err(|source| CompareError::Run {
-            target: step.proxy.clone(),
-            source,
-        })?;
-        eprintln!(
-            "sweep {:>8} at {:.0} req/s ({}): p99 {} us{}",
-            step.proxy,
-            step.offered,
-            step.describe(),
-            decoded_p99(&result),
-            invalid_note(&result)
-        );
-        sweep.push(sweep::SweepPoint {
-            proxy: step.proxy,
-            basis: step.basis,
-            fraction: step.fraction,
-            offered: step.offered,
-            result,
-        });
-    }
-
+    let trials = run_rounds(&scenario, &proxies, &backends)?;
+    let saturation = run_saturation(&scenario, &proxies)?;
+    let sweep = run_sweep(&scenario, &proxies, backends.direct, &saturation)?;
     // Before the idle phase, whose connections are a different load.
     let facts = proxies
         .iter()
@@ -371,26 +240,7 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
             peak_rss_kib: procs::sample(p.process.pid()).peak_rss_kib,
         })
         .collect();
-
-    let mut idle = Vec::new();
-    if scenario.idle.connections > 0 {
-        for proxy in &proxies {
-            let figure = idle::measure(proxy.name, proxy.process.pid(), proxy.addr, scenario.idle.connections);
-            eprintln!(
-                "idle {:>8}: {} connections, {}{}",
-                proxy.name,
-                figure.opened,
-                figure
-                    .per_connection_bytes()
-                    .map_or("-".into(), |b| format!("{:.1} KB RSS each", b / 1000.0)),
-                figure
-                    .error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(" (stopped: {e})"))
-            );
-            idle.push(figure);
-        }
-    }
+    let idle = measure_idle(&scenario, &proxies);
 
     let results = Results {
         scenario: scenario.name.clone(),
@@ -407,9 +257,226 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         idle,
         binaries: binaries.sizes,
         build_times: binaries.build_times,
+        balancing: backends.several().then(|| balancing::Setup {
+            backends: backends.addrs.len(),
+            faulty: scenario.backends.faulty.clone(),
+            targets: proxies
+                .iter()
+                .map(|p| p.target)
+                .chain([Target::Direct])
+                .map(|t| (t.name().to_owned(), t.balancing().to_owned()))
+                .collect(),
+        }),
     };
     summary::write(&results, &options.out)?;
     Ok(results)
+}
+
+/// Phase 1: both proxies found or built, their sizes (and build times).
+fn prepare_binaries(options: &Options) -> Result<build::Binaries, CompareError> {
+    let binaries = build::prepare(
+        options.tailcut.as_deref(),
+        options.goproxy.as_deref(),
+        &options.out,
+        options.build_times,
+    )?;
+    for size in &binaries.sizes {
+        eprintln!("{:>10.1} MB  {}", size.bytes as f64 / 1e6, size.name);
+    }
+    for build in &binaries.build_times {
+        eprintln!(
+            "clean build {:>8}: {:.1} s ({})",
+            build.proxy, build.seconds, build.command
+        );
+    }
+    Ok(binaries)
+}
+
+/// Phase 2: every target started in front of the backends: tailcut (once
+/// per policy in a balancing scenario), the Go proxy, and nginx and HAProxy
+/// where installed.
+fn start_targets(
+    scenario: &Scenario,
+    binaries: &build::Binaries,
+    backends: &Backends,
+    out: &std::path::Path,
+    plan: &CpuPlan,
+) -> Result<Vec<Proxy>, CompareError> {
+    let threads = scenario.proxy_threads.to_string();
+    let policies: &[Policy] = if backends.several() {
+        &Policy::ALL
+    } else {
+        &[Policy::PeakEwma]
+    };
+    let mut proxies = Vec::new();
+    for target in policies.iter().map(|&p| Target::Tailcut(p)).chain([Target::GoProxy]) {
+        let binary = match target {
+            Target::GoProxy => &binaries.goproxy,
+            _ => &binaries.tailcut,
+        };
+        proxies.push(targets::start_proxy(
+            target,
+            binary,
+            &backends.addrs,
+            &threads,
+            out,
+            plan,
+        )?);
+    }
+    for reference in [Reference::Nginx, Reference::Haproxy] {
+        let name = reference.name();
+        let Some(binary) = targets::find_program(name) else {
+            eprintln!("{name} is not installed: no {name} column");
+            continue;
+        };
+        match targets::start_reference(reference, &binary, &backends.addrs, scenario.proxy_threads, out, plan) {
+            Ok(proxy) => proxies.push(proxy),
+            Err(err) => eprintln!("warning: {name} left out: {err}"),
+        }
+    }
+    Ok(proxies)
+}
+
+/// Phase 3: rounds of interleaved trials, every target once per round, the
+/// order rotating.
+fn run_rounds(scenario: &Scenario, proxies: &[Proxy], backends: &Backends) -> Result<Vec<Trial>, CompareError> {
+    let mut gc_trace = gc::TraceReader::default();
+    let mut trials = Vec::new();
+    let targets: Vec<(Target, SocketAddr)> = proxies
+        .iter()
+        .map(|p| (p.target, p.addr))
+        .chain([(Target::Direct, backends.direct)])
+        .collect();
+    for round in 1..=scenario.load.rounds {
+        for k in 0..targets.len() {
+            let (target, addr) = targets[(k + round - 1) % targets.len()];
+            let name = target.name();
+            let proxy = proxies.iter().find(|p| p.target == target);
+            let config = trial_config(scenario, addr, scenario.load.rate, scenario.load.connections, round)?;
+            let served_before = backends.several().then(|| backends.served());
+            backends.trial_starts();
+            let mut trial = observed_trial(name, round, &config, proxy, &mut gc_trace)?;
+            trial.backends_served = served_before.map(|before| {
+                backends
+                    .served()
+                    .iter()
+                    .zip(before)
+                    .map(|(after, before)| after.saturating_sub(before))
+                    .collect()
+            });
+            eprintln!(
+                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}{}{}",
+                trial.result.achieved_rate,
+                decoded_p99(&trial.result),
+                trial.gc.as_ref().map_or(String::new(), |gc| format!(
+                    ", {} GC cycles ({:.2} ms paused)",
+                    gc.cycles.len(),
+                    gc.pause_total_ms()
+                )),
+                trial
+                    .backends_served
+                    .as_ref()
+                    .map_or(String::new(), |served| format!(", backends served {served:?}")),
+                invalid_note(&trial.result)
+            );
+            trials.push(trial);
+        }
+    }
+    Ok(trials)
+}
+
+/// Phase 4: each proxy's saturation run: far more offered than one core
+/// serves, over a fixed set of connections, so each connection sends its
+/// next request as soon as its last is answered (a closed loop in effect).
+fn run_saturation(scenario: &Scenario, proxies: &[Proxy]) -> Result<Vec<Saturation>, CompareError> {
+    let mut saturation = Vec::new();
+    if scenario.load.saturation.is_zero() {
+        return Ok(saturation);
+    }
+    for proxy in proxies {
+        let mut config = trial_config(
+            scenario,
+            proxy.addr,
+            1_000_000.0,
+            scenario.load.saturation_connections,
+            0,
+        )?;
+        config.duration = scenario.load.saturation;
+        let result = run::execute(&config).map_err(|source| CompareError::Run {
+            target: proxy.name.to_owned(),
+            source,
+        })?;
+        eprintln!("saturation {:>8}: {:.0} req/s", proxy.name, result.achieved_rate);
+        saturation.push(Saturation {
+            proxy: proxy.name.to_owned(),
+            achieved_rate: result.achieved_rate,
+        });
+    }
+    Ok(saturation)
+}
+
+/// Phase 5: the rate sweep.
+fn run_sweep(
+    scenario: &Scenario,
+    proxies: &[Proxy],
+    direct: SocketAddr,
+    saturation: &[Saturation],
+) -> Result<Vec<sweep::SweepPoint>, CompareError> {
+    let mut points = Vec::new();
+    for step in sweep::steps(&scenario.sweep.fractions, saturation, &["tailcut", "goproxy"]) {
+        let addr = proxies
+            .iter()
+            .find(|p| p.name == step.proxy)
+            .map_or(direct, |proxy| proxy.addr);
+        let mut config = trial_config(scenario, addr, step.offered, scenario.load.connections, 0)?;
+        config.duration = scenario.sweep.duration;
+        config.warmup = scenario.sweep.warmup;
+        let result = run::execute(&config).map_err(|source| CompareError::Run {
+            target: step.proxy.clone(),
+            source,
+        })?;
+        eprintln!(
+            "sweep {:>8} at {:.0} req/s ({}): p99 {} us{}",
+            step.proxy,
+            step.offered,
+            step.describe(),
+            decoded_p99(&result),
+            invalid_note(&result)
+        );
+        points.push(sweep::SweepPoint {
+            proxy: step.proxy,
+            basis: step.basis,
+            fraction: step.fraction,
+            offered: step.offered,
+            result,
+        });
+    }
+    Ok(points)
+}
+
+/// Phase 6: RSS per idle keep-alive connection, per proxy.
+fn measure_idle(scenario: &Scenario, proxies: &[Proxy]) -> Vec<idle::IdleMemory> {
+    let mut figures = Vec::new();
+    if scenario.idle.connections == 0 {
+        return figures;
+    }
+    for proxy in proxies {
+        let figure = idle::measure(proxy.name, proxy.process.pid(), proxy.addr, scenario.idle.connections);
+        eprintln!(
+            "idle {:>8}: {} connections, {}{}",
+            proxy.name,
+            figure.opened,
+            figure
+                .per_connection_bytes()
+                .map_or("-".into(), |b| format!("{:.1} KB RSS each", b / 1000.0)),
+            figure
+                .error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (stopped: {e})"))
+        );
+        figures.push(figure);
+    }
+    figures
 }
 
 /// Runs one trial of `target` (`proxy` is none for direct), sampling the
@@ -444,6 +511,7 @@ fn observed_trial(
         proxy_cpu_s: before.zip(after).map(|(b, a)| a.cpu_s - b.cpu_s),
         proxy_rss_kib: after.map(|a| a.rss_kib),
         gc,
+        backends_served: None,
         result,
     })
 }
@@ -502,7 +570,7 @@ fn trial_config(
             rate_tolerance: 0.01,
             max_send_lag_us: micros(Duration::from_millis(1)),
             max_stall_us: micros(Duration::from_millis(10)),
-            max_error_rate: 0.0,
+            max_error_rate: scenario.load.max_error_rate,
         },
         progress: Progress::Quiet,
         interval_log: None,

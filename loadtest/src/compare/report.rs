@@ -27,6 +27,7 @@ pub fn html(results: &Results) -> String {
         results.proxy_threads
     );
     claims(&mut page, results);
+    super::balancing::html(&mut page, results);
     let _ = writeln!(
         page,
         "<h2>Latency spectrum</h2>\n<p>Latency from each request's intended send time (corrected for coordinated \
@@ -339,7 +340,7 @@ fn trials(page: &mut String, results: &Results) {
     page.push_str("</table>\n");
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -424,6 +425,7 @@ mod tests {
                     })
                     .collect(),
             }),
+            backends_served: None,
             result,
         }
     }
@@ -533,9 +535,67 @@ mod tests {
                     seconds: 20.0,
                 },
             ],
+            balancing: None,
         };
         results.verdicts = crate::compare::verdicts(&results.trials);
         results
+    }
+
+    #[test]
+    fn a_balancing_scenario_shows_each_targets_shares_failures_and_recovery() {
+        use crate::compare::balancing::Setup;
+        use crate::compare::scenario::{FaultMode, Faulty};
+        let mut results = fixture();
+        results.balancing = Some(Setup {
+            backends: 2,
+            faulty: Some(Faulty {
+                mode: FaultMode::Slow,
+                delay: "fixed:50ms".into(),
+                status: 503,
+                window: Some("3s..6s".into()),
+            }),
+            targets: ["tailcut", "goproxy", "direct"]
+                .map(|t| (t.to_owned(), format!("{t} balancing")))
+                .to_vec(),
+        });
+        for trial in &mut results.trials {
+            trial.backends_served = (trial.target != "direct").then(|| match trial.target.as_str() {
+                "tailcut" => vec![10, 990],
+                _ => vec![500, 500],
+            });
+            trial.result.seconds = (0..8)
+                .map(|s| crate::result::Second {
+                    second: s,
+                    completed: 100,
+                    p50_us: 500,
+                    // Go's p99 stays up through the window; tailcut's
+                    // is back in its second second.
+                    p99_us: match (trial.target.as_str(), s) {
+                        ("goproxy", 3..=5) | ("tailcut", 3) => 50_000,
+                        _ => 1_000,
+                    },
+                    max_us: 60_000,
+                })
+                .collect();
+        }
+        let page = html(&results);
+        assert!(page.contains("Balancing: one faulty backend of 2"), "section");
+        assert!(page.contains("Backend 0 answers after 50ms from 3s to 6s of each trial."));
+        assert!(page.contains("<li><b>goproxy</b>: goproxy balancing</li>"));
+        assert!(
+            page.contains("<td>1.0% / 99.0%</td><td>2 s, 2 s, 2 s</td>"),
+            "tailcut's row"
+        );
+        assert!(
+            page.contains("<td>50.0% / 50.0%</td><td>not within the window"),
+            "Go's row"
+        );
+        assert!(page.contains("fill-opacity=\"0.25\""), "the window is shaded");
+        let summary = crate::compare::summary::table(&results);
+        assert!(
+            summary.contains("backend shares 1.0% / 99.0%; recovered after 2 s"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One scenario, with every default filled in.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +20,10 @@ pub struct Scenario {
     /// What `tailcut-load backend` answers.
     #[serde(default)]
     pub backend: Backend,
+    /// How many backends, and the one that misbehaves (a balancing
+    /// scenario when there are several).
+    #[serde(default)]
+    pub backends: Backends,
     /// Tokio workers for tailcut and GOMAXPROCS for Go: always equal.
     #[serde(default = "one")]
     pub proxy_threads: usize,
@@ -96,6 +100,10 @@ pub struct Load {
     /// Extra request headers sent with every request, `name: value`.
     #[serde(default)]
     pub headers: Vec<String>,
+    /// Share of requests that may fail before a trial is invalid (0: any
+    /// error invalidates it; a failing-backend scenario measures errors).
+    #[serde(default = "zero_errors")]
+    pub max_error_rate: f64,
 }
 
 /// `tailcut-load backend` settings.
@@ -115,6 +123,88 @@ impl Default for Backend {
         Backend {
             size: size(),
             delay: delay(),
+        }
+    }
+}
+
+/// Several backends behind every proxy, the first of them faulty: a
+/// balancing scenario. Each proxy then balances as its users would have
+/// it: tailcut once per policy, the Go proxy round-robin, nginx
+/// `least_conn` with `max_fails`, HAProxy `leastconn` with health checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backends {
+    /// Backends (1: the single-backend comparison).
+    #[serde(default = "one")]
+    pub count: usize,
+    /// How the first backend misbehaves (none: all alike).
+    #[serde(default)]
+    pub faulty: Option<Faulty>,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Backends { count: 1, faulty: None }
+    }
+}
+
+impl Backends {
+    /// Whether this is a balancing scenario.
+    pub fn balancing(&self) -> bool {
+        self.count > 1
+    }
+}
+
+/// The faulty backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faulty {
+    /// `slow` (answers after `delay`), `failing` (answers `status` at
+    /// once) or `refusing` (nothing listens on its address).
+    pub mode: FaultMode,
+    /// For `slow`: its service time, as `[backend] delay` takes it.
+    #[serde(default = "slow_delay")]
+    pub delay: String,
+    /// For `failing`: the status it answers.
+    #[serde(default = "failing_status")]
+    pub status: u16,
+    /// For `slow` and `failing`: misbehave only in this window of each
+    /// trial, counted from the trial's start (warm-up included), e.g.
+    /// "4s..7s"; the whole trial when absent.
+    #[serde(default)]
+    pub window: Option<String>,
+}
+
+/// How the faulty backend misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultMode {
+    /// Answers late.
+    Slow,
+    /// Answers an error status.
+    Failing,
+    /// Refuses connections.
+    Refusing,
+}
+
+impl Faulty {
+    /// The window, parsed.
+    pub fn window(&self) -> Option<(Duration, Duration)> {
+        self.window
+            .as_deref()
+            .and_then(|w| crate::backend::parse_window(w).ok())
+    }
+
+    /// What it does, in words.
+    pub fn describe(&self) -> String {
+        let what = match self.mode {
+            FaultMode::Slow => format!("answers after {}", self.delay.trim_start_matches("fixed:")),
+            FaultMode::Failing => format!("answers {} at once", self.status),
+            FaultMode::Refusing => "refuses connections".to_owned(),
+        };
+        match &self.window {
+            Some(window) => format!("{what} from {} of each trial", window.replace("..", " to ")),
+            None => what,
         }
     }
 }
@@ -155,6 +245,15 @@ fn size() -> usize {
 }
 fn delay() -> String {
     "none".into()
+}
+fn slow_delay() -> String {
+    "fixed:50ms".into()
+}
+fn failing_status() -> u16 {
+    503
+}
+fn zero_errors() -> f64 {
+    0.0
 }
 
 /// Why a scenario could not be read.
@@ -201,6 +300,12 @@ impl Scenario {
                 message: format!("sweep.fractions: {bad} is not in (0, 1.5]"),
             });
         }
+        if let Some(problem) = scenario.backends_problem() {
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message: problem,
+            });
+        }
         if scenario.idle.connections > MAX_IDLE_CONNECTIONS {
             return Err(ScenarioError::Invalid {
                 path: path.to_path_buf(),
@@ -211,6 +316,39 @@ impl Scenario {
             });
         }
         Ok(scenario)
+    }
+
+    /// What is wrong with `[backends]`, if anything.
+    fn backends_problem(&self) -> Option<String> {
+        let backends = &self.backends;
+        if !(1..=16).contains(&backends.count) {
+            return Some(format!("backends.count: {} is not in 1..=16", backends.count));
+        }
+        let faulty = backends.faulty.as_ref()?;
+        if backends.count < 2 {
+            return Some("backends.faulty needs backends.count of 2 or more".into());
+        }
+        if let Err(err) = faulty.delay.parse::<crate::backend::Delay>() {
+            return Some(format!("backends.faulty.delay: {err}"));
+        }
+        if http::StatusCode::from_u16(faulty.status).is_err() {
+            return Some(format!("backends.faulty.status: {} is not a status", faulty.status));
+        }
+        if let Some(window) = &faulty.window {
+            if faulty.mode == FaultMode::Refusing {
+                return Some("backends.faulty.window: a refusing backend refuses for the whole run".into());
+            }
+            if let Err(err) = crate::backend::parse_window(window) {
+                return Some(format!("backends.faulty.window: {err}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.load.max_error_rate) {
+            return Some(format!(
+                "load.max_error_rate: {} is not in [0, 1]",
+                self.load.max_error_rate
+            ));
+        }
+        None
     }
 
     /// The long version (`compare --full`): three times the rounds and
@@ -240,6 +378,50 @@ mod tests {
             }
         }
         assert!(seen >= 1);
+    }
+
+    #[test]
+    fn a_faulty_backend_is_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.toml");
+        let with = |backends: &str| {
+            std::fs::write(
+                &path,
+                format!("name = \"x\"\n[load]\nrate = 10\nduration = \"1s\"\n{backends}"),
+            )
+            .expect("write");
+            Scenario::load(&path).map_err(|err| err.to_string())
+        };
+        let slow =
+            with("[backends]\ncount = 5\n[backends.faulty]\nmode = \"slow\"\nwindow = \"4s..7s\"\n").expect("valid");
+        let faulty = slow.backends.faulty.expect("faulty");
+        assert_eq!(faulty.window(), Some((Duration::from_secs(4), Duration::from_secs(7))));
+        assert_eq!(faulty.describe(), "answers after 50ms from 4s to 7s of each trial");
+        for (bad, says) in [
+            (
+                "[backends]\ncount = 1\n[backends.faulty]\nmode = \"slow\"\n",
+                "count of 2",
+            ),
+            (
+                "[backends]\ncount = 3\n[backends.faulty]\nmode = \"refusing\"\nwindow = \"1s..2s\"\n",
+                "whole run",
+            ),
+            (
+                "[backends]\ncount = 3\n[backends.faulty]\nmode = \"failing\"\nstatus = 1000\n",
+                "not a status",
+            ),
+            (
+                "[backends]\ncount = 3\n[backends.faulty]\nmode = \"slow\"\nwindow = \"7s..4s\"\n",
+                "window",
+            ),
+            (
+                "[backends]\ncount = 3\n[backends.faulty]\nmode = \"sleepy\"\n",
+                "sleepy",
+            ),
+        ] {
+            let err = with(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

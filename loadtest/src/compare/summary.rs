@@ -115,9 +115,11 @@ pub fn table(results: &Results) -> String {
             .count();
         let _ = writeln!(out, "{target:>8}: {valid} of {trials} trials valid");
     }
+    // Columns as wide as the longest target name needs.
+    let width = targets.iter().map(|t| t.len() + 2).max().unwrap_or(14).max(14);
     let _ = write!(out, "\n{:<26}", "figure");
     for target in &targets {
-        let _ = write!(out, "{target:>14}");
+        let _ = write!(out, "{target:>width$}");
     }
     let _ = writeln!(out);
     let histograms: Vec<_> = targets.iter().map(|t| merged(results, t)).collect();
@@ -125,7 +127,7 @@ pub fn table(results: &Results) -> String {
         let _ = write!(out, "{:<26}", format!("latency p{}", quantile * 100.0));
         for h in &histograms {
             let cell = supported_quantile(h, quantile).map_or("unsupported".to_owned(), format_micros);
-            let _ = write!(out, "{cell:>14}");
+            let _ = write!(out, "{cell:>width$}");
         }
         let _ = writeln!(out);
     }
@@ -137,14 +139,14 @@ pub fn table(results: &Results) -> String {
                 (Some(p), Some(d)) => format!("{:.3} ms", (p as f64 - d as f64) / 1000.0),
                 _ => "unsupported".into(),
             };
-            let _ = write!(out, "{cell:>14}");
+            let _ = write!(out, "{cell:>width$}");
         }
         let _ = writeln!(out);
     }
     let row = |out: &mut String, name: &str, cells: Vec<String>| {
         let _ = write!(out, "{name:<26}");
         for cell in cells {
-            let _ = write!(out, "{cell:>14}");
+            let _ = write!(out, "{cell:>width$}");
         }
         let _ = writeln!(out);
     };
@@ -221,6 +223,7 @@ pub fn table(results: &Results) -> String {
     for build in &results.build_times {
         let _ = writeln!(out, "{:>10.1} s   clean build: {}", build.seconds, build.command);
     }
+    out.push_str(&super::balancing::text(results));
     let _ = writeln!(out, "\ntailcut against Go (95% bootstrap intervals over valid trials):");
     for verdict in &results.verdicts {
         let _ = writeln!(out, "  p{:<8} {}", verdict.quantile * 100.0, verdict.text);

@@ -1,7 +1,10 @@
-//! Starting what is compared: tailcut and the Go proxy from generated
-//! configs, and Debian's nginx and HAProxy as reference columns doing the
-//! same job; each pinned to the proxies' CPUs and timed to its first
-//! served request.
+//! What is compared ([`Target`]), and starting it: tailcut and the Go proxy
+//! from generated configs, and Debian's nginx and HAProxy as reference
+//! columns doing the same job; each pinned to the proxies' CPUs and timed to
+//! its first served request. With several backends (a balancing scenario)
+//! each balances as its users would have it: tailcut once per policy, the Go
+//! proxy round-robin (`httputil` has nothing else), nginx `least_conn` with
+//! `max_fails`, HAProxy `leastconn` with health checks.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,9 +17,82 @@ use super::{setup, CompareError};
 /// the load's on top.
 const MAX_CONNECTIONS: usize = 10_500;
 
+/// A column of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// tailcut with a balancing policy (`PeakEwma`, its default, in the
+    /// single-backend comparison).
+    Tailcut(Policy),
+    /// The Go proxy (`loadtest/goproxy`).
+    GoProxy,
+    /// nginx or HAProxy.
+    Reference(Reference),
+    /// The backend alone, without a proxy.
+    Direct,
+}
+
+/// tailcut's balancing policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// P2C over latency estimate x (in flight + 1): the default.
+    PeakEwma,
+    /// P2C over requests in flight.
+    LeastRequest,
+    /// Each backend in turn.
+    RoundRobin,
+}
+
+impl Policy {
+    /// Every policy, the default first.
+    pub const ALL: [Policy; 3] = [Policy::PeakEwma, Policy::LeastRequest, Policy::RoundRobin];
+
+    /// As the config's `balance` key spells it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Policy::PeakEwma => "peak_ewma",
+            Policy::LeastRequest => "least_request",
+            Policy::RoundRobin => "round_robin",
+        }
+    }
+}
+
+impl Target {
+    /// Its name in results, file names and tables: `tailcut` for the
+    /// default policy, `tailcut-POLICY` for the others.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Tailcut(Policy::PeakEwma) => "tailcut",
+            Target::Tailcut(Policy::LeastRequest) => "tailcut-least_request",
+            Target::Tailcut(Policy::RoundRobin) => "tailcut-round_robin",
+            Target::GoProxy => "goproxy",
+            Target::Reference(reference) => reference.name(),
+            Target::Direct => "direct",
+        }
+    }
+
+    /// How it balances over several backends, in words.
+    pub fn balancing(self) -> &'static str {
+        match self {
+            Target::Tailcut(Policy::PeakEwma) => "peak-EWMA P2C (default), outlier ejection",
+            Target::Tailcut(Policy::LeastRequest) => "least-request P2C, outlier ejection",
+            Target::Tailcut(Policy::RoundRobin) => "round-robin, outlier ejection",
+            Target::GoProxy => "round-robin (httputil.ReverseProxy has no other)",
+            Target::Reference(Reference::Nginx) => {
+                "least_conn, max_fails=3 fail_timeout=30s, proxy_next_upstream on errors, timeouts, 502-504"
+            }
+            Target::Reference(Reference::Haproxy) => {
+                "leastconn, health checks every 1s, observe layer7 (mark down after 5 errors)"
+            }
+            Target::Direct => "one fast backend, no proxy",
+        }
+    }
+}
+
 /// A proxy under comparison, running.
 pub struct Proxy {
-    /// `tailcut`, `goproxy`, `nginx` or `haproxy`.
+    /// What it is.
+    pub target: Target,
+    /// [`Target::name`].
     pub name: &'static str,
     /// The binary that runs.
     pub binary: PathBuf,
@@ -32,22 +108,30 @@ pub struct Proxy {
     pub stderr: Option<PathBuf>,
 }
 
-/// Starts a proxy in front of `backend` and times it to its first served request.
+/// Starts tailcut (with `policy`) or the Go proxy (`policy` none) in front
+/// of `backends` and times it to its first served request.
 pub fn start_proxy(
-    name: &'static str,
+    target: Target,
     binary: &Path,
-    backend: SocketAddr,
+    backends: &[SocketAddr],
     threads: &str,
     out: &Path,
     plan: &CpuPlan,
 ) -> Result<Proxy, CompareError> {
+    let name = target.name();
     let port = procs::free_port().map_err(setup("free port"))?;
     let admin = procs::free_port().map_err(setup("free port"))?;
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    let balance = match target {
+        Target::Tailcut(policy) if backends.len() > 1 => format!("balance = \"{}\"\n", policy.key()),
+        _ => String::new(),
+    };
     // Room for the idle-connection phase's connections on top of the limit's default.
     let config = format!(
         "[[listeners]]\nname = \"compare\"\naddress = \"127.0.0.1:{port}\"\nmax_connections = {MAX_CONNECTIONS}\n\n\
          [[routes]]\nname = \"all\"\n\
-         upstream = \"backend\"\n\n[upstreams.backend]\nbackends = [\"{backend}\"]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n"
+         upstream = \"backend\"\n\n[upstreams.backend]\n{balance}backends = [{}]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n",
+        list.join(", ")
     );
     let config_path = out.join(format!("{name}.toml"));
     std::fs::write(&config_path, config).map_err(|source| CompareError::Write {
@@ -65,18 +149,18 @@ pub fn start_proxy(
     ];
     // The Go runtime traces every GC cycle on stderr; compare lines the
     // cycles up with each second's latency.
-    let (env, stderr): (&[(&str, &str)], _) = if name == "goproxy" {
+    let (env, stderr): (&[(&str, &str)], _) = if target == Target::GoProxy {
         (&[("GODEBUG", "gctrace=1")], Some(out.join("goproxy.stderr")))
     } else {
         (&[], None)
     };
-    launch(name, binary, &args, port, plan, env, stderr)
+    launch(target, binary, &args, port, plan, env, stderr)
 }
 
 /// Starts `binary args` on the proxies' CPUs and waits for its first
 /// request served on `port`, timing the start-up.
 fn launch(
-    name: &'static str,
+    target: Target,
     binary: &Path,
     args: &[String],
     port: u16,
@@ -87,6 +171,7 @@ fn launch(
     let started = Instant::now();
     let process = Running::start(binary, args, &plan.proxies, plan, env, stderr.as_deref())
         .map_err(|err| CompareError::Setup(format!("start {}: {err}", binary.display())))?;
+    let name = target.name();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = started + Duration::from_secs(20);
     while !served(addr) {
@@ -98,6 +183,7 @@ fn launch(
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(Proxy {
+        target,
         name,
         binary: binary.to_path_buf(),
         process,
@@ -109,7 +195,7 @@ fn launch(
 }
 
 /// A reference proxy from Debian's packages.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reference {
     /// nginx (`/usr/sbin/nginx`).
     Nginx,
@@ -137,12 +223,13 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 }
 
 /// Starts nginx or HAProxy doing the proxies' job: pooled keep-alive
-/// connections to the backend, X-Forwarded-For/-Proto/-Host, Via, one
-/// worker thread per proxy thread, no access log.
+/// connections to the backends, X-Forwarded-For/-Proto/-Host, Via, one
+/// worker thread per proxy thread, no access log; over several backends,
+/// balancing as [`Target::balancing`] says.
 pub fn start_reference(
     reference: Reference,
     binary: &Path,
-    backend: SocketAddr,
+    backends: &[SocketAddr],
     threads: usize,
     out: &Path,
     plan: &CpuPlan,
@@ -150,6 +237,39 @@ pub fn start_reference(
     let port = procs::free_port().map_err(setup("free port"))?;
     let name = reference.name();
     let config_path = out.join(format!("{name}.conf"));
+    let several = backends.len() > 1;
+    let nginx_upstream = {
+        let servers: String = backends
+            .iter()
+            .map(|b| match several {
+                true => format!("server {b} max_fails=3 fail_timeout=30s; "),
+                false => format!("server {b}; "),
+            })
+            .collect();
+        let policy = if several { "least_conn; " } else { "" };
+        format!("upstream backend {{ {policy}{servers}keepalive 64; }}")
+    };
+    // nginx counts an answer as a failure toward max_fails only when
+    // proxy_next_upstream names it, and then also tries the request on
+    // the next server: both are its answer to a failing backend.
+    let next_upstream = if several {
+        "proxy_next_upstream error timeout http_502 http_503 http_504;\n      "
+    } else {
+        ""
+    };
+    let haproxy_backend: Vec<String> = if several {
+        let mut lines = vec!["  balance leastconn".to_owned(), "  option httpchk GET /".to_owned()];
+        lines.extend(backends.iter().enumerate().map(|(i, b)| {
+            format!("  server b{i} {b} check inter 1s fall 3 rise 2 observe layer7 error-limit 5 on-error mark-down")
+        }));
+        lines
+    } else {
+        backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("  server b{} {b}", i + 1))
+            .collect()
+    };
     let (config, args) = match reference {
         Reference::Nginx => (
             format!(
@@ -157,9 +277,9 @@ pub fn start_reference(
                  worker_rlimit_nofile 20000;\n\
                  events {{ worker_connections {MAX_CONNECTIONS}; }}\n\
                  http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
-                 upstream backend {{ server {backend}; keepalive 64; }}\n\
+                 {nginx_upstream}\n\
                  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n\
-                 proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+                 proxy_pass http://backend;\n      {next_upstream}proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
                  proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
                  proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Forwarded-Host $host;\n\
                  add_header Via \"1.1 nginx\";\n    }}\n  }}\n}}\n",
@@ -195,9 +315,11 @@ pub fn start_reference(
                 "  http-response add-header Via \"1.1 haproxy\"".to_owned(),
                 "  default_backend backend".to_owned(),
                 "backend backend".to_owned(),
-                format!("  server b1 {backend}"),
-                String::new(),
             ]
+            .into_iter()
+            .chain(haproxy_backend)
+            .chain([String::new()])
+            .collect::<Vec<_>>()
             .join("\n"),
             vec!["-f".to_owned(), config_path.display().to_string(), "-db".to_owned()],
         ),
@@ -206,7 +328,7 @@ pub fn start_reference(
         path: config_path.clone(),
         source,
     })?;
-    launch(name, binary, &args, port, plan, &[], None)
+    launch(Target::Reference(reference), binary, &args, port, plan, &[], None)
 }
 
 /// Whether one GET through `addr` gets a 200.

@@ -135,3 +135,192 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
     assert!(summary.contains("tailcut against Go"), "{summary}");
     assert!(summary.contains("saturation req/s"), "{summary}");
 }
+
+/// Runs `compare` on a tiny balancing scenario (three backends, the first
+/// faulty as `faulty` says) and returns its results and report.
+fn balancing_run(faulty: &str, load: &str) -> (serde_json::Value, String, String) {
+    let _cpu = crate::support::exclusive_cpu();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("tiny.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"tiny-balancing\"\n[load]\nrate = 300\nduration = \"2s\"\nconnections = 8\nrounds = 1\n\
+             saturation = \"0s\"\n{load}\n[backends]\ncount = 3\n[backends.faulty]\n{faulty}\n"
+        ),
+    )
+    .expect("write scenario");
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
+        .args(["compare", "--scenario"])
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .arg("--tailcut")
+        .arg(tailcut_binary())
+        .output()
+        .expect("run tailcut-load compare");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "compare failed:\n{stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("results.json")).expect("JSON");
+    let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    let summary = std::fs::read_to_string(out.join("summary.txt")).expect("summary.txt");
+    (results, report, summary)
+}
+
+/// Every balancing target ran one trial, and the backends' counts of what
+/// each target sent them; `(target, trial)` pairs.
+fn balancing_trials(results: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let mut expected = vec!["tailcut", "tailcut-least_request", "tailcut-round_robin", "goproxy"];
+    // Under CI nginx and HAProxy are installed, and their columns are part
+    // of what is tested; elsewhere they join when installed.
+    let installed = |name: &str| {
+        ["/usr/sbin", "/usr/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).exists())
+    };
+    for reference in ["nginx", "haproxy"] {
+        if std::env::var_os("CI").is_some() || installed(reference) {
+            expected.push(reference);
+        }
+    }
+    expected.push("direct");
+    let trials = results["trials"].as_array().expect("trials");
+    let names: Vec<&str> = trials.iter().map(|t| t["target"].as_str().unwrap_or("")).collect();
+    let mut sorted_names = names.clone();
+    sorted_names.sort_unstable();
+    let mut sorted_expected = expected.clone();
+    sorted_expected.sort_unstable();
+    assert_eq!(sorted_names, sorted_expected, "one trial per target");
+    let setup = &results["balancing"];
+    assert_eq!(setup["backends"], 3);
+    let described: Vec<&str> = setup["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t[0].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(described.len(), expected.len(), "{described:?}");
+    trials
+        .iter()
+        .map(|t| (t["target"].as_str().unwrap_or("").to_owned(), t.clone()))
+        .collect()
+}
+
+fn served(trial: &serde_json::Value) -> Vec<u64> {
+    trial["backends_served"]
+        .as_array()
+        .expect("backends_served")
+        .iter()
+        .map(|n| n.as_u64().expect("count"))
+        .collect()
+}
+
+fn failed(trial: &serde_json::Value) -> u64 {
+    let result = &trial["result"];
+    let errors: u64 = ["refused", "reset", "timeout", "other"]
+        .iter()
+        .map(|k| result["errors"][k].as_u64().unwrap_or(0))
+        .sum();
+    result["status"]["5xx"].as_u64().expect("5xx count") + errors
+}
+
+#[test]
+fn a_slow_backend_scenario_counts_each_backends_share_per_target() {
+    let (results, report, summary) = balancing_run("mode = \"slow\"\ndelay = \"fixed:20ms\"", "warmup = \"500ms\"");
+    for (target, trial) in balancing_trials(&results) {
+        let served = served(&trial);
+        let sent = trial["result"]["sent"].as_u64().expect("sent");
+        if target == "direct" {
+            assert!(served[1] >= sent, "direct goes to backend 1 alone: {served:?}");
+            continue;
+        }
+        // Everything sent, warm-up included, reached one of the backends
+        // (HAProxy's health checks on top).
+        assert!(
+            served.iter().sum::<u64>() >= sent,
+            "{target}: {served:?} for {sent} sent"
+        );
+        if target == "tailcut-round_robin" || target == "goproxy" {
+            let (least, most) = (served.iter().min(), served.iter().max());
+            assert!(most.zip(least).is_some_and(|(m, l)| m - l <= 1), "{target}: {served:?}");
+        }
+    }
+    let share = |target: &str| {
+        let trial = &results["trials"]
+            .as_array()
+            .expect("trials")
+            .iter()
+            .find(|t| t["target"] == target)
+            .expect("trial")
+            .clone();
+        let served = served(trial);
+        served[0] as f64 / served.iter().sum::<u64>() as f64
+    };
+    assert!(
+        share("tailcut") < share("tailcut-round_robin"),
+        "peak-EWMA sends the slow backend less than its turn"
+    );
+    assert!(report.contains("Balancing: one faulty backend of 3"), "section");
+    assert!(report.contains("Backend 0 answers after 20ms."));
+    assert!(summary.contains("backend shares"), "{summary}");
+}
+
+#[test]
+fn a_slow_window_scenario_reports_recovery_and_shades_the_window() {
+    let (results, report, summary) = balancing_run(
+        "mode = \"slow\"\ndelay = \"fixed:20ms\"\nwindow = \"1s..2s\"",
+        "warmup = \"500ms\"",
+    );
+    balancing_trials(&results);
+    assert!(report.contains("recovered after (per trial)"), "the recovery column");
+    assert!(report.contains("fill-opacity=\"0.25\""), "the window is shaded");
+    assert!(summary.contains("recovered after"), "{summary}");
+}
+
+#[test]
+fn a_failing_backend_scenario_counts_each_targets_failures() {
+    let (results, report, _) = balancing_run(
+        "mode = \"failing\"\nstatus = 503",
+        "warmup = \"0s\"\nmax_error_rate = 0.5",
+    );
+    for (target, trial) in balancing_trials(&results) {
+        let failed = failed(&trial);
+        match target.as_str() {
+            // Round-robin sends the failing backend its third, every one a
+            // 503 (the backends also count the generator's probe, a request
+            // or two outside the trial's own).
+            "goproxy" => {
+                let to_failing = served(&trial)[0];
+                assert!(
+                    failed <= to_failing && failed + 3 >= to_failing,
+                    "{failed} of {to_failing}"
+                );
+                assert!(failed > 0);
+            }
+            // Ejected after five in a row, for longer than the trial.
+            t if t.starts_with("tailcut") => assert!(failed <= 5, "{target}: {failed}"),
+            "direct" => assert_eq!(failed, 0),
+            _ => {}
+        }
+        assert_eq!(
+            trial["result"]["verdict"]["valid"], true,
+            "{target}: errors are allowed here"
+        );
+    }
+    assert!(report.contains("answers 503 at once"));
+}
+
+#[test]
+fn a_refusing_backend_scenario_counts_each_targets_failures() {
+    let (results, _, _) = balancing_run("mode = \"refusing\"", "warmup = \"0s\"\nmax_error_rate = 0.5");
+    for (target, trial) in balancing_trials(&results) {
+        if target != "direct" {
+            assert_eq!(served(&trial)[0], 0, "{target}: nothing listens there");
+        }
+        if target.starts_with("tailcut") {
+            assert!(failed(&trial) <= 5, "{target}: {}", failed(&trial));
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub fn backend(status: u16, delay: &str) -> SocketAddr {
         size: 12,
         status: http::StatusCode::from_u16(status).expect("status"),
         delay: delay.parse::<Delay>().expect("delay"),
+        window: None,
     };
     serve_on_thread(move |listener| backend::serve(listener, Arc::new(config)))
 }
