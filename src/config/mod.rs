@@ -58,6 +58,83 @@ pub struct Config {
     pub admin: Admin,
     /// The access log.
     pub access_log: AccessLog,
+    /// How backends given by name are resolved.
+    pub dns: Dns,
+}
+
+/// How backends given by name are resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Dns {
+    /// The name servers asked, over UDP then TCP; empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// A backend as the config names it: an address, or a DNS name and a port
+/// (every address the name resolves to is a backend of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A DNS name (checked: letters, digits, hyphens and dots) and a port.
+    Name {
+        /// The name, without a trailing dot.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Ip(addr) => write!(f, "{addr}"),
+            BackendAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Serialize for BackendAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for BackendAddr {
+    type Err = &'static str;
+
+    /// `10.0.0.7:8080`, `[::1]:8080` or `api.internal:8080`.
+    fn from_str(text: &str) -> Result<Self, &'static str> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(BackendAddr::Ip(addr));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or("is not HOST:PORT")?;
+        let port: u16 = port.parse().map_err(|_| "has no valid port (1-65535)")?;
+        if port == 0 {
+            return Err("has no valid port (1-65535)");
+        }
+        let host = host.strip_suffix('.').unwrap_or(host);
+        // rustls' DNS-name grammar (RFC 1123 labels): no IP literal that
+        // failed to parse above, no stray characters.
+        let name_like = !host.is_empty() && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        match rustls::pki_types::DnsName::try_from(host) {
+            Ok(_) if name_like && !host.contains(['[', ']']) => Ok(BackendAddr::Name {
+                host: host.to_ascii_lowercase(),
+                port,
+            }),
+            _ => Err("is neither an IP address and port nor a DNS name and port"),
+        }
+    }
+}
+
+impl BackendAddr {
+    /// The address itself, for a backend given as one.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            BackendAddr::Ip(addr) => Some(*addr),
+            BackendAddr::Name { .. } => None,
+        }
+    }
 }
 
 /// The admin listener, serving `/metrics`, `/latency`, `/live` and `/ready`.
@@ -174,8 +251,12 @@ pub struct Route {
 /// A cluster of interchangeable backends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Upstream {
-    /// Backend addresses, used round-robin.
-    pub backends: Vec<SocketAddr>,
+    /// Backends: addresses, or names resolved to addresses.
+    pub backends: Vec<BackendAddr>,
+    /// How often names among `backends` are resolved again (sooner when
+    /// their records' TTL runs out first).
+    #[serde(serialize_with = "as_humantime")]
+    pub resolve_every: Duration,
     /// Idle keep-alive connections kept per backend.
     pub max_idle_per_backend: usize,
     /// How long an idle pooled connection is kept.
@@ -349,6 +430,16 @@ impl Validator<'_> {
             buffer_lines: self.count(file.access_log.buffer_lines, "access_log.buffer_lines", nz(4096))?,
         };
 
+        let dns = Dns {
+            nameservers: file
+                .dns
+                .nameservers
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, server)| self.socket_addr(server, &format!("dns.nameservers[{i}]")))
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Config {
             source: path.to_path_buf(),
             server,
@@ -359,6 +450,7 @@ impl Validator<'_> {
             upstreams,
             admin,
             access_log,
+            dns,
         })
     }
 
@@ -546,8 +638,25 @@ impl Validator<'_> {
             .get_ref()
             .iter()
             .enumerate()
-            .map(|(i, backend)| self.socket_addr(backend, &format!("{key}.backends[{i}]")))
+            .map(|(i, backend)| {
+                backend.get_ref().parse::<BackendAddr>().map_err(|problem| {
+                    self.locator.error(
+                        Some(backend.span()),
+                        format!("{key}.backends[{i}]"),
+                        format!("{:?} {problem}", backend.get_ref()),
+                    )
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        let resolve_every_span = raw.resolve_every.as_ref().map(Spanned::span);
+        let resolve_every = self.duration(raw.resolve_every, &format!("{key}.resolve_every"), "30s")?;
+        if resolve_every < Duration::from_secs(1) {
+            return Err(self.locator.error(
+                resolve_every_span,
+                format!("{key}.resolve_every"),
+                "must be at least 1s",
+            ));
+        }
         let max_idle_per_backend = match raw.max_idle_per_backend {
             None => 64,
             Some(value) => self.non_negative(&value, &format!("{key}.max_idle_per_backend"))?,
@@ -594,6 +703,7 @@ impl Validator<'_> {
             .transpose()?;
         Ok(Upstream {
             backends,
+            resolve_every,
             max_idle_per_backend,
             pool_idle_timeout: self.duration(raw.pool_idle_timeout, &format!("{key}.pool_idle_timeout"), "90s")?,
             balance,
@@ -984,6 +1094,51 @@ backends = ["127.0.0.1:9000"]
     }
 
     #[test]
+    fn backends_are_addresses_or_dns_names_with_a_port() {
+        let with = |backends: &str| MINIMAL.replace(r#"["127.0.0.1:9000"]"#, backends);
+        let config = parse(
+            Path::new("t.toml"),
+            &with(r#"["api.internal:8080", "10.0.0.7:8080", "[::1]:80", "Svc.NS.svc.cluster.local.:443"]"#),
+        )
+        .expect("valid");
+        let backends: Vec<String> = config.upstreams["app"]
+            .backends
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                "api.internal:8080",
+                "10.0.0.7:8080",
+                "[::1]:80",
+                "svc.ns.svc.cluster.local:443"
+            ]
+        );
+        assert_eq!(config.upstreams["app"].resolve_every, Duration::from_secs(30));
+        assert!(config.dns.nameservers.is_empty());
+        for (bad, says) in [
+            (r#"["api.internal"]"#, "is not HOST:PORT"),
+            (r#"["api.internal:0"]"#, "has no valid port"),
+            (r#"["api.internal:http"]"#, "has no valid port"),
+            (r#"["api..internal:80"]"#, "is neither"),
+            (r#"["api internal:80"]"#, "is neither"),
+            (r#"["10.0.0.256:80"]"#, "is neither"),
+            (r#"["-api:80"]"#, "is neither"),
+        ] {
+            let err = error(&with(bad));
+            assert!(
+                err.contains("upstreams.app.backends[0]") && err.contains(says),
+                "{bad}: {err}"
+            );
+        }
+        let too_often = MINIMAL.replace("[upstreams.app]", "[upstreams.app]\nresolve_every = \"100ms\"");
+        assert!(error(&too_often).contains("upstreams.app.resolve_every: must be at least 1s"));
+        let servers = format!("{MINIMAL}\n[dns]\nnameservers = [\"127.0.0.1:5353\", \"resolver\"]\n");
+        assert!(error(&servers).contains("dns.nameservers[1]"), "{}", error(&servers));
+    }
+
+    #[test]
     fn the_shipped_example_is_valid() {
         let source = include_str!("../../config/tailcut.toml");
         let config = parse(Path::new("config/tailcut.toml"), source).expect("example config is valid");
@@ -995,7 +1150,7 @@ backends = ["127.0.0.1:9000"]
         let source = MINIMAL.replace(r#"["127.0.0.1:9000"]"#, r#"["127.0.0.1:9000", "127.0.0.1:99999"]"#);
         assert_eq!(
             error(&source),
-            r#"t.toml:11:31: upstreams.app.backends[1]: "127.0.0.1:99999" is not a socket address"#
+            r#"t.toml:11:31: upstreams.app.backends[1]: "127.0.0.1:99999" has no valid port (1-65535)"#
         );
     }
 

@@ -28,6 +28,14 @@ pub(crate) struct File {
     pub admin: Admin,
     #[serde(default)]
     pub access_log: AccessLog,
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Dns {
+    pub nameservers: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +119,7 @@ pub(crate) struct Route {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     pub backends: Spanned<Vec<Spanned<String>>>,
+    pub resolve_every: Option<Spanned<String>>,
     pub max_idle_per_backend: Option<Spanned<i64>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,

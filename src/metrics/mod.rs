@@ -66,6 +66,7 @@ struct Inner {
     /// By cluster.
     connect_errors: Family<Labels, Counter>,
     timeouts: Family<Labels, Counter>,
+    resolve_failures: Family<Labels, Counter>,
     /// By listener.
     connections_active: Family<Labels, Gauge>,
     connections_total: Family<Labels, Counter>,
@@ -146,12 +147,19 @@ pub struct Exchange {
 pub struct ClusterCounters {
     connect_errors: Counter,
     timeouts: Counter,
+    resolve_failures: Counter,
 }
 
 impl ClusterCounters {
     /// A backend connection failed (refused, reset, or timed out).
     pub fn connect_error(&self) {
         self.connect_errors.inc();
+    }
+
+    /// Resolving the cluster's backend names failed; the last good set
+    /// of addresses stays.
+    pub fn resolve_failure(&self) {
+        self.resolve_failures.inc();
     }
 
     /// A backend did not connect or answer in time.
@@ -216,6 +224,11 @@ impl Metrics {
             "tailcut_upstream_connect_errors",
             "Connections to a backend that failed or timed out",
         );
+        let resolve_failures = family(
+            &mut registry,
+            "tailcut_upstream_resolve_failures",
+            "Resolutions of a cluster's backend names that failed (the last good addresses stay)",
+        );
         let timeouts = family(
             &mut registry,
             "tailcut_upstream_timeouts",
@@ -264,6 +277,7 @@ impl Metrics {
                 table,
                 connect_errors,
                 timeouts,
+                resolve_failures,
                 connections_active,
                 connections_total,
                 tls_handshake_failures,
@@ -320,6 +334,7 @@ impl Metrics {
         ClusterCounters {
             connect_errors: self.inner.connect_errors.get_or_create(&labels).clone(),
             timeouts: self.inner.timeouts.get_or_create(&labels).clone(),
+            resolve_failures: self.inner.resolve_failures.get_or_create(&labels).clone(),
         }
     }
 

@@ -49,6 +49,12 @@ pub enum ProxyError {
         /// every request's future).
         cause: Box<UpstreamError>,
     },
+    /// The cluster has no backend: its names resolved to no address yet.
+    #[error("upstream {upstream} has no backend: its names resolved to no address")]
+    NoBackend {
+        /// The cluster name.
+        upstream: String,
+    },
     /// The client's request body broke its own framing (a malformed chunk,
     /// a body cut short) while it was being forwarded.
     #[error("request body from the client: {cause}")]
@@ -86,7 +92,7 @@ impl ProxyError {
             // Timeouts are 504, like nginx; refused, reset or closed is 502.
             ProxyError::Upstream { cause, .. } if cause.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } | ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -98,7 +104,7 @@ impl ProxyError {
             | ProxyError::ClientBody { .. }
             | ProxyError::NotImplemented(_)
             | ProxyError::PayloadTooLarge { .. } => Fault::Downstream,
-            ProxyError::Upstream { .. } => Fault::Upstream,
+            ProxyError::Upstream { .. } | ProxyError::NoBackend { .. } => Fault::Upstream,
             ProxyError::Overloaded { .. } => Fault::Internal,
         }
     }
@@ -141,6 +147,9 @@ impl ProxyError {
             StatusCode::NOT_IMPLEMENTED => "transfer coding not implemented\n",
             StatusCode::BAD_GATEWAY => "bad gateway: upstream failed\n",
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout: upstream too slow\n",
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, ProxyError::NoBackend { .. }) => {
+                "no backend: retry later\n"
+            }
             StatusCode::SERVICE_UNAVAILABLE => "overloaded: retry later\n",
             _ => "error\n",
         };
@@ -153,6 +162,9 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::NoBackend { .. } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the request (or its body) was not read: the
             // connection cannot carry another request.

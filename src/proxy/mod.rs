@@ -10,6 +10,7 @@
 
 mod body;
 mod error;
+mod resolve;
 mod route;
 mod upgrade;
 
@@ -46,6 +47,10 @@ use crate::upstream::{health, Cluster, Exchange, UpstreamError};
 pub struct Proxy {
     current: Arc<ArcSwap<Shared>>,
     metrics: Metrics,
+    /// Held while a new configuration is built from the current one and
+    /// stored (a reload, a cluster rebuilt with newly resolved addresses),
+    /// so that neither stores over what the other just stored.
+    swapping: Arc<std::sync::Mutex<()>>,
 }
 
 /// What one configuration builds. A request loads the current one when it
@@ -53,7 +58,7 @@ pub struct Proxy {
 /// half-way.
 #[derive(Debug)]
 struct Shared {
-    router: Router,
+    router: Arc<Router>,
     clusters: Vec<Arc<Cluster>>,
     timeouts: Timeouts,
 }
@@ -72,22 +77,56 @@ impl Proxy {
     /// Builds routes and upstream clusters (with empty pools) from `config`;
     /// requests and upstream failures are counted in `metrics`.
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, RouteSlotsFull> {
-        let (shared, _) = Shared::build(config, &metrics, &[])?;
+        let (shared, reloaded) = Shared::build(config, &metrics, &[])?;
         let current = Arc::new(ArcSwap::from_pointee(shared));
         let clusters = current.clone();
         metrics.collect_backends(Box::new(BackendMetrics::new(Box::new(move || {
             clusters.load().clusters.clone()
         }))));
-        Ok(Self { current, metrics })
+        let proxy = Self {
+            current,
+            metrics,
+            swapping: Arc::default(),
+        };
+        proxy.resolve_names(config, &reloaded.built);
+        Ok(proxy)
+    }
+
+    /// Starts resolving the names among the backends of each of `built`
+    /// (clusters just built), when there is a runtime to run on (there
+    /// always is in the server; a unit test building a proxy outside one
+    /// gets none).
+    fn resolve_names(&self, config: &Config, built: &[String]) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for name in built {
+            let has_names = config
+                .upstreams
+                .get(name)
+                .is_some_and(|u| u.backends.iter().any(|b| b.ip().is_none()));
+            if has_names {
+                runtime.spawn(resolve::watch(
+                    self.current.clone(),
+                    self.swapping.clone(),
+                    self.metrics.clone(),
+                    config.dns.clone(),
+                    name.clone(),
+                ));
+            }
+        }
     }
 
     /// Switches to `config`'s routes, clusters and timeouts for every request
     /// that starts from now on; requests in flight finish on the ones they
     /// started with. Clusters defined as before keep their pools.
     pub fn reload(&self, config: &Config) -> Result<Reloaded, RouteSlotsFull> {
+        let swapping = self.swapping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let previous = self.current.load();
         let (shared, reloaded) = Shared::build(config, &self.metrics, &previous.clusters)?;
         self.current.store(Arc::new(shared));
+        drop(swapping);
+        self.resolve_names(config, &reloaded.built);
         Ok(reloaded)
     }
 
@@ -167,6 +206,7 @@ impl Shared {
                             &config.timeouts,
                             metrics.cluster(name),
                             replaced,
+                            &resolve::initial_endpoints(upstream, replaced),
                         ));
                         if let Some(checks) = &upstream.health {
                             health::watch(&cluster, checks);
@@ -185,7 +225,7 @@ impl Shared {
             clusters.iter().position(|c| c.name == name).unwrap_or(0)
         });
         let shared = Shared {
-            router,
+            router: Arc::new(router),
             clusters,
             timeouts: config.timeouts.clone(),
         };
@@ -398,7 +438,9 @@ impl Shared {
         }
         let cluster_index = route.upstream;
         let cluster = &self.clusters[cluster_index];
-        let picked = cluster.pick();
+        let picked = cluster.pick().ok_or_else(|| ProxyError::NoBackend {
+            upstream: cluster.name.clone(),
+        })?;
         let backend_index = picked.index;
         let backend = cluster.backend(backend_index);
 

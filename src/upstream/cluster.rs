@@ -119,50 +119,87 @@ pub struct Cluster {
     /// What it was built from, to tell whether a reload changed it.
     definition: config::Upstream,
     connect_timeout: std::time::Duration,
+    /// What `backends` were made from, in their order.
+    endpoints: Vec<Endpoint>,
+}
+
+/// A backend's address, and the DNS name it was resolved from, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The configured name that resolved to it.
+    pub name: Option<Arc<str>>,
+}
+
+impl Endpoint {
+    /// `name:port`, or the address: the `Host` a request without one gets.
+    fn authority(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name}:{}", self.addr.port()),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
+/// A pool of connections to `endpoint`, over TLS when the upstream says so:
+/// the certificate must name `tls.server_name`, else the name the endpoint
+/// was resolved from, else its IP address.
+fn new_pool(upstream: &config::Upstream, timeouts: &config::Timeouts, endpoint: &Endpoint) -> Pool {
+    let addr = endpoint.addr;
+    let tls = upstream.tls.as_ref().map(|tls| UpstreamTls {
+        connector: tokio_rustls::TlsConnector::from(tls.client_config.clone()),
+        // Names were validated when the config was read.
+        server_name: tls
+            .server_name
+            .as_deref()
+            .or(endpoint.name.as_deref())
+            .and_then(|name| ServerName::try_from(name.to_owned()).ok())
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
+    });
+    Pool::new(
+        Connector::new(addr, timeouts.connect, tls),
+        upstream.max_idle_per_backend,
+        upstream.pool_idle_timeout,
+    )
 }
 
 impl Cluster {
-    /// A cluster with empty pools; connections open on first use. The
-    /// backends it shares with `previous` (the cluster of the same name a
-    /// reload replaces) keep their latency estimates, ejections and counts.
+    /// A cluster of `endpoints` (the upstream's addresses, and those its
+    /// names resolved to) with empty pools; connections open on first use.
+    /// The backends it shares with `previous` (the cluster of the same name
+    /// it replaces, after a reload or a new resolution) keep their latency
+    /// estimates, ejections and counts, and, when `previous` was defined
+    /// the same way, their pools with the connections in them.
     pub fn new(
         name: &str,
         upstream: &config::Upstream,
         timeouts: &config::Timeouts,
         counters: ClusterCounters,
         previous: Option<&Cluster>,
+        endpoints: &[Endpoint],
     ) -> Self {
-        let backends = upstream
-            .backends
+        let same_definition = previous.filter(|old| old.is_defined_as(upstream, timeouts));
+        let backends = endpoints
             .iter()
-            .map(|&addr| Backend {
-                addr,
-                // A socket address always forms a valid header value.
-                host: http::HeaderValue::from_str(&addr.to_string())
-                    .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
-                pool: Arc::new(Pool::new(
-                    Connector::new(
-                        addr,
-                        timeouts.connect,
-                        upstream.tls.as_ref().map(|tls| UpstreamTls {
-                            connector: tokio_rustls::TlsConnector::from(tls.client_config.clone()),
-                            // Validated when the config was read; the backend's
-                            // IP address when no name is configured.
-                            server_name: tls
-                                .server_name
-                                .as_deref()
-                                .and_then(|name| ServerName::try_from(name.to_owned()).ok())
-                                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into())),
-                        }),
-                    ),
-                    upstream.max_idle_per_backend,
-                    upstream.pool_idle_timeout,
-                )),
-                answered: Default::default(),
+            .map(|endpoint| {
+                let addr = endpoint.addr;
+                let kept_pool = same_definition
+                    .and_then(|old| old.backends.iter().find(|b| b.addr == addr))
+                    .map(|b| b.pool.clone());
+                Backend {
+                    addr,
+                    // A socket address, or a checked DNS name and a port,
+                    // always forms a valid header value.
+                    host: http::HeaderValue::from_str(&endpoint.authority())
+                        .unwrap_or_else(|_| http::HeaderValue::from_static("localhost")),
+                    pool: kept_pool.unwrap_or_else(|| Arc::new(new_pool(upstream, timeouts, endpoint))),
+                    answered: Default::default(),
+                }
             })
             .collect::<Vec<_>>();
-        let ejector = Arc::new(Ejector::new(upstream.backends.len(), upstream.outlier.clone()));
-        let loads = (0..upstream.backends.len())
+        let ejector = Arc::new(Ejector::new(backends.len(), upstream.outlier.clone()));
+        let loads = (0..backends.len())
             .map(|index| {
                 Arc::new(Load::in_cluster(
                     upstream.ewma_default_rtt,
@@ -192,7 +229,18 @@ impl Cluster {
             counters,
             definition: upstream.clone(),
             connect_timeout: timeouts.connect,
+            endpoints: endpoints.to_vec(),
         }
+    }
+
+    /// The upstream it was built from.
+    pub fn definition(&self) -> &config::Upstream {
+        &self.definition
+    }
+
+    /// The addresses it balances over, with the names they came from.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// Whether this cluster is what `upstream` and `timeouts` would build,
@@ -202,8 +250,12 @@ impl Cluster {
     }
 
     /// The backend for the next request, by the cluster's policy, counted
-    /// in flight from now.
-    pub fn pick(&self) -> Picked {
+    /// in flight from now; `None` when the cluster has no backend (its
+    /// names resolved to no address yet).
+    pub fn pick(&self) -> Option<Picked> {
+        if self.backends.is_empty() {
+            return None;
+        }
         let index = match self.ejector.in_rotation(tokio::time::Instant::now) {
             None => balance::pick(&*self.balancer, &self.loads),
             // Some backend is ejected: choose among the others.
@@ -212,10 +264,10 @@ impl Cluster {
                 in_rotation[balance::pick(&*self.balancer, &loads)]
             }
         };
-        Picked {
+        Some(Picked {
             index,
             in_flight: self.loads[index].start(),
-        }
+        })
     }
 
     /// Backend `index` (from [`Cluster::pick`]).
@@ -228,7 +280,7 @@ impl Cluster {
         self.backends.len()
     }
 
-    /// Whether it has no backend (never: config validation requires one).
+    /// Whether it has no backend: its names resolved to no address (yet).
     pub fn is_empty(&self) -> bool {
         self.backends.is_empty()
     }

@@ -9,6 +9,7 @@
 //! - [`pool`]: idle keep-alive connections and spare buffers, checked out
 //!   and in;
 //! - [`connect`]: TCP and TLS connections, within the connect timeout;
+//! - [`dns`]: backends given by name, resolved to addresses;
 //! - [`h1`]: the HTTP/1.1 codec, generic over the connection;
 //! - [`upload`]: the client's request body on its way up, with the route's
 //!   size limit;
@@ -18,6 +19,7 @@
 
 pub mod cluster;
 pub mod connect;
+pub mod dns;
 pub mod error;
 pub mod exchange;
 pub mod h1;

@@ -48,7 +48,7 @@ fn each_invalid_config_gives_its_exact_message_and_exit_64() {
     let cases = [
         (
             VALID.replace("9000\"]", "9000\", \"127.0.0.1:99999\"]"),
-            "CONFIG:10:31: upstreams.app.backends[1]: \"127.0.0.1:99999\" is not a socket address",
+            "CONFIG:10:31: upstreams.app.backends[1]: \"127.0.0.1:99999\" has no valid port (1-65535)",
         ),
         (
             VALID.replace("name = \"main\"", "name = \"main\"\nbacklog = 5"),

@@ -24,6 +24,7 @@ mod balance;
 mod cli;
 mod conformance;
 mod deploy;
+mod dns;
 mod goproxy;
 mod h2spec;
 mod heap;

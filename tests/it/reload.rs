@@ -221,7 +221,7 @@ async fn an_invalid_reload_changes_nothing_and_logs_the_exact_error() {
     assert_eq!(
         outcome["cause"],
         format!(
-            "{}:{line}:{column}: upstreams.b.backends[0]: \"127.0.0.1:99999\" is not a socket address",
+            "{}:{line}:{column}: upstreams.b.backends[0]: \"127.0.0.1:99999\" has no valid port (1-65535)",
             path.display()
         )
     );

@@ -215,6 +215,13 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         path: options.out.clone(),
         source,
     })?;
+    // Absolute: builds and proxies run in other folders, and a relative
+    // path would put their outputs there.
+    let out = std::fs::canonicalize(&options.out).map_err(|source| CompareError::Write {
+        path: options.out.clone(),
+        source,
+    })?;
+    let options = &Options { out, ..options.clone() };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let plan = CpuPlan::new(cpus, scenario.proxy_threads);
     eprintln!("{}", plan.describe());
@@ -568,8 +575,8 @@ fn trial_config(
         seed: seed as u64 + 1,
         thresholds: Thresholds {
             rate_tolerance: 0.01,
-            max_send_lag_us: micros(Duration::from_millis(1)),
-            max_stall_us: micros(Duration::from_millis(10)),
+            max_send_lag_us: micros(scenario.load.max_send_lag),
+            max_stall_us: micros(scenario.load.max_stall),
             max_error_rate: scenario.load.max_error_rate,
         },
         progress: Progress::Quiet,

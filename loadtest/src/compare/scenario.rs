@@ -104,6 +104,15 @@ pub struct Load {
     /// error invalidates it; a failing-backend scenario measures errors).
     #[serde(default = "zero_errors")]
     pub max_error_rate: f64,
+    /// The generator's p99 send lag above which a trial is invalid (its
+    /// schedule slipped). Latency counts from each request's intended send
+    /// time whatever the lag; the limit says when the generator, not the
+    /// target, may be what was measured.
+    #[serde(deserialize_with = "duration", default = "max_send_lag")]
+    pub max_send_lag: Duration,
+    /// The generator's longest stall above which a trial is invalid.
+    #[serde(deserialize_with = "duration", default = "max_stall")]
+    pub max_stall: Duration,
 }
 
 /// `tailcut-load backend` settings.
@@ -254,6 +263,12 @@ fn failing_status() -> u16 {
 }
 fn zero_errors() -> f64 {
     0.0
+}
+fn max_send_lag() -> Duration {
+    Duration::from_millis(1)
+}
+fn max_stall() -> Duration {
+    Duration::from_millis(10)
 }
 
 /// Why a scenario could not be read.

@@ -151,17 +151,20 @@ fn balancing_run(faulty: &str, load: &str) -> (serde_json::Value, String, String
     )
     .expect("write scenario");
     let out = dir.path().join("out");
+    // A relative --out (from the folder it is relative to) lands there, Go
+    // build included.
     let output = Command::new(env!("CARGO_BIN_EXE_tailcut-load"))
+        .current_dir(dir.path())
         .args(["compare", "--scenario"])
         .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
+        .args(["--out", "out"])
         .arg("--tailcut")
         .arg(tailcut_binary())
         .output()
         .expect("run tailcut-load compare");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "compare failed:\n{stderr}");
+    assert!(out.join("goproxy").is_file(), "the Go proxy is built into --out");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("results.json")).expect("JSON");
     let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");

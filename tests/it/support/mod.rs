@@ -3,6 +3,7 @@
 //! config builders.
 
 pub mod client;
+pub mod dns;
 pub mod proxy;
 pub mod raw_backend;
 pub mod tls;

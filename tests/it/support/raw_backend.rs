@@ -147,6 +147,19 @@ impl RawBackend {
     /// A backend answering each request with what `script` returns for it.
     pub async fn start(script: impl Fn(&RawRequest) -> Vec<Act> + Send + Sync + 'static) -> RawBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        RawBackend::serve_on(listener, script)
+    }
+
+    /// The same on `addr`; `None` if it cannot be bound (taken).
+    pub async fn start_on(
+        addr: SocketAddr,
+        script: impl Fn(&RawRequest) -> Vec<Act> + Send + Sync + 'static,
+    ) -> Option<RawBackend> {
+        let listener = TcpListener::bind(addr).await.ok()?;
+        Some(RawBackend::serve_on(listener, script))
+    }
+
+    fn serve_on(listener: TcpListener, script: impl Fn(&RawRequest) -> Vec<Act> + Send + Sync + 'static) -> RawBackend {
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
