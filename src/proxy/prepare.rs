@@ -1,0 +1,240 @@
+//! Making a request ready for its backend, synchronously, as it arrives:
+//! route it (a 404 or 400 before anything else), check its framing, pick a
+//! backend through the cluster's balancer, rewrite its head
+//! ([`crate::headers`]) and encode it for the backend, so that the client's
+//! head can go at once. What comes out is the exchange, not yet started, or
+//! an upgrade for hyper's client.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::header::{HeaderMap, HeaderValue, HOST, TRANSFER_ENCODING};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+
+use super::{route, Connection, ProxyError, Shared};
+use crate::balance::InFlight;
+use crate::headers;
+use crate::upstream::h1::EncodedRequest;
+use crate::upstream::{Exchange, UpstreamError};
+
+/// A request made ready for its backend by [`Shared::prepare`].
+pub(super) enum Prepared {
+    /// For a pooled connection, with its exchange made (not yet started).
+    Pooled(Pooled),
+    /// A protocol upgrade, for hyper's client on a connection of its own.
+    Upgrade(Upgrade),
+}
+
+/// An exchange on a pooled connection, and what its outcome is read with.
+pub(super) struct Pooled {
+    pub(super) send: SendFuture,
+    pub(super) cluster: usize,
+    pub(super) backend: usize,
+    /// The whole-request deadline, if one is configured.
+    pub(super) deadline: Option<Instant>,
+    /// When the exchange was made.
+    pub(super) sent: std::time::Instant,
+}
+
+pub(super) struct Upgrade {
+    pub(super) cluster: usize,
+    pub(super) backend: usize,
+    pub(super) request: Box<Request<Incoming>>,
+    pub(super) client_side: OnUpgrade,
+    /// The protocols offered to the backend (the `Upgrade` value sent).
+    pub(super) offered: HeaderValue,
+    pub(super) header_timeout: std::time::Duration,
+    /// Counted in flight to the backend until its answer.
+    pub(super) in_flight: InFlight,
+}
+
+/// A pooled exchange: the response head and the exchange streaming its body.
+pub(super) type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send>>;
+
+impl Shared {
+    /// Routes `request`, rewrites its head for the backend and encodes it,
+    /// then makes the exchange with the backend (not started: it is a
+    /// future). `route_slot` gets the route's metrics slot once routed.
+    pub(super) fn prepare(
+        &self,
+        connection: &Connection,
+        request: Request<Incoming>,
+        route_slot: &mut Option<usize>,
+    ) -> Result<Prepared, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        // Only a body of unknown length can have come with a coding: a GET
+        // pays nothing for the look-up.
+        let unknown_length =
+            !http_body::Body::is_end_stream(&body) && http_body::Body::size_hint(&body).exact().is_none();
+        if unknown_length && parts.headers.contains_key(TRANSFER_ENCODING) {
+            only_chunked(&parts.headers)?;
+        }
+        // The whole-request deadline, when one is configured (the clock is
+        // read only then).
+        let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
+        let (route, has_host) = self.route(&parts)?;
+        *route_slot = Some(route.metrics_slot);
+        if let Some(limit) = route.max_body_bytes {
+            // Known up front: refuse without reading the body or calling the backend.
+            if http_body::Body::size_hint(&body).lower() > limit {
+                return Err(ProxyError::PayloadTooLarge { limit });
+            }
+        }
+        let cluster_index = route.upstream;
+        let cluster = &self.clusters[cluster_index];
+        let picked = cluster.pick().ok_or_else(|| ProxyError::NoBackend {
+            upstream: cluster.name.clone(),
+        })?;
+        let backend_index = picked.index;
+        let backend = cluster.backend(backend_index);
+
+        let upgrade = match parts.version {
+            Version::HTTP_11 => headers::upgrade_protocol(&parts.headers, &route.upgrades),
+            _ => None,
+        };
+        let added = headers::rewrite_request(
+            &mut parts.headers,
+            parts.version,
+            parts.uri.authority(),
+            &connection.client,
+            upgrade.clone(),
+        );
+        parts.version = Version::HTTP_11;
+        let path_and_query = std::mem::take(&mut parts.uri).into_parts().path_and_query;
+        parts.uri = path_and_query.map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
+        if !has_host {
+            // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
+            parts.headers.insert(HOST, backend.host_header());
+        }
+        let header_timeout = match self.timeouts.request {
+            Some(limit) => self.timeouts.upstream_response_header.min(limit),
+            None => self.timeouts.upstream_response_header,
+        };
+
+        if let Some(offered) = upgrade {
+            if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {
+                // hyper's client sends it: the added fields go into the map.
+                added.insert_into(&mut parts.headers);
+                return Ok(Prepared::Upgrade(Upgrade {
+                    cluster: cluster_index,
+                    backend: backend_index,
+                    request: Box::new(Request::from_parts(parts, body)),
+                    client_side,
+                    offered,
+                    header_timeout,
+                    in_flight: picked.in_flight,
+                }));
+            }
+        }
+
+        let has_body = !http_body::Body::is_end_stream(&body);
+        let request = EncodedRequest::new(&parts, added, has_body, backend.head_buffer())
+            .map_err(|err| self.failed(cluster_index, backend_index, err.into()))?;
+        // The head is encoded: its values (slices of hyper's read buffer) go,
+        // and the emptied map will hold the response's.
+        let mut headers = parts.headers;
+        headers.clear();
+        let sent = std::time::Instant::now();
+        Ok(Prepared::Pooled(Pooled {
+            send: Box::pin(backend.send(
+                request,
+                headers,
+                body,
+                sent,
+                header_timeout,
+                route.max_body_bytes,
+                picked.in_flight,
+            )),
+            cluster: cluster_index,
+            backend: backend_index,
+            deadline,
+            sent,
+        }))
+    }
+
+    /// The route for a request, and whether it names its host (in `Host`
+    /// or in its target); a 400 if its `Host` fields are not as RFC 9112
+    /// section 3.2 asks, a 404 if no route matches.
+    fn route(&self, parts: &http::request::Parts) -> Result<(&route::Route, bool), ProxyError> {
+        // An HTTP/1.1 request must carry exactly one Host. hyper lets both
+        // faults through, so they are checked here.
+        let mut hosts = parts.headers.get_all(HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() || (host_header.is_none() && parts.version == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request needs exactly one Host header"));
+        }
+        // Neither is routed by nor forwarded unless it is a host and port
+        // (no user information, path or stray characters).
+        if host_header.is_some_and(|value| !headers::valid_host(value.as_bytes())) {
+            return Err(ProxyError::BadRequest("Host is not a host and port"));
+        }
+        if parts
+            .uri
+            .authority()
+            .is_some_and(|authority| !headers::valid_host(authority.as_str().as_bytes()))
+        {
+            return Err(ProxyError::BadRequest(
+                "the request target's authority is not a host and port",
+            ));
+        }
+        // The target's authority, when it has one, wins over Host (RFC 9112 section 3.2.2).
+        let host = match (parts.uri.authority(), host_header) {
+            (Some(authority), _) => Some(authority.as_str()),
+            (None, Some(value)) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?,
+            ),
+            (None, None) => None,
+        };
+        let route = self
+            .router
+            .find(host, parts.uri.path())
+            .ok_or_else(|| ProxyError::NoRoute {
+                host: host.map(str::to_owned),
+                path: parts.uri.path().to_owned(),
+            })?;
+        Ok((route, host.is_some()))
+    }
+}
+
+/// A request's `Transfer-Encoding` must be `chunked` alone: hyper decodes
+/// only that coding, and would pass a body still coded otherwise (`gzip,
+/// chunked`) to the backend with its coding dropped along with the field.
+/// 501, as nginx answers (RFC 9112 section 6.1).
+fn only_chunked(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().flat_map(headers::tokens);
+    match (codings.next(), codings.next()) {
+        (Some(coding), None) if coding.eq_ignore_ascii_case("chunked") => Ok(()),
+        _ => Err(ProxyError::NotImplemented("only chunked is accepted")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_chunked_alone_is_accepted_as_a_transfer_coding() {
+        let with = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(TRANSFER_ENCODING, HeaderValue::from_str(value).expect("value"));
+            }
+            only_chunked(&headers).is_ok()
+        };
+        assert!(with(&["chunked"]) && with(&["Chunked"]));
+        for refused in [
+            &["identity, chunked"][..],
+            &["gzip, chunked"],
+            &["chunked", "chunked"],
+            &["xchunked"],
+            &[""],
+        ] {
+            assert!(!with(refused), "{refused:?}");
+        }
+    }
+}
