@@ -148,6 +148,36 @@ fn recovery_text(recovery: &[Option<u64>]) -> String {
         .join(", ")
 }
 
+/// tailcut (its default policy) against every other target at p99 and
+/// p99.9: `(target, [(quantile, verdict)])`, 95% bootstrap intervals over
+/// valid trials, as the tailcut-against-Go verdicts are drawn.
+pub fn verdicts(results: &Results) -> Vec<(String, Vec<(f64, String)>)> {
+    let Some(setup) = &results.balancing else {
+        return Vec::new();
+    };
+    let tailcut = super::valid_histograms(&results.trials, "tailcut");
+    setup
+        .targets
+        .iter()
+        .map(|(target, _)| target)
+        .filter(|target| *target != "tailcut" && *target != "direct")
+        .map(|target| {
+            let other = super::valid_histograms(&results.trials, target);
+            let verdicts = [0.99, 0.999]
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    (
+                        q,
+                        super::stats::compare(&tailcut, &other, q, 17 + i as u64).describe("tailcut", target),
+                    )
+                })
+                .collect();
+            (target.clone(), verdicts)
+        })
+        .collect()
+}
+
 /// The balancing figures as text, for `summary.txt` and the terminal.
 pub fn text(results: &Results) -> String {
     let Some(setup) = &results.balancing else {
@@ -179,6 +209,15 @@ pub fn text(results: &Results) -> String {
                 String::new()
             }
         );
+    }
+    let _ = writeln!(
+        out,
+        "\ntailcut (peak_ewma) against each target (95% bootstrap intervals over valid trials):"
+    );
+    for (target, verdicts) in verdicts(results) {
+        for (quantile, verdict) in verdicts {
+            let _ = writeln!(out, "  {target:<22} p{:<6} {verdict}", quantile * 100.0);
+        }
     }
     out
 }
@@ -244,7 +283,22 @@ pub fn html(page: &mut String, results: &Results) {
             }
         );
     }
-    page.push_str("</table>\n");
+    page.push_str(
+        "</table>\n<p>tailcut (its default policy, peak_ewma) against each target, 95% bootstrap \
+         intervals over valid trials:</p>\n<ul>",
+    );
+    for (target, verdicts) in verdicts(results) {
+        for (quantile, verdict) in verdicts {
+            let _ = writeln!(
+                page,
+                "<li>against {}, p{}: {}</li>",
+                escape(&target),
+                quantile * 100.0,
+                escape(&verdict)
+            );
+        }
+    }
+    page.push_str("</ul>\n");
     if windowed {
         let _ = writeln!(page, "<p>Recovery: {RECOVERY_RULE}.</p>");
     }

@@ -591,6 +591,10 @@ mod tests {
             "Go's row"
         );
         assert!(page.contains("fill-opacity=\"0.25\""), "the window is shaded");
+        // tailcut against every other proxy, each verdict drawn from the trials.
+        assert!(page.contains("<li>against goproxy, p99: "), "{page}");
+        assert!(page.contains("<li>against goproxy, p99.9: "), "{page}");
+        assert!(!page.contains("<li>against direct"));
         let summary = crate::compare::summary::table(&results);
         assert!(
             summary.contains("backend shares 1.0% / 99.0%; recovered after 2 s"),

@@ -81,19 +81,37 @@ pub enum H1Error {
     Upload(UploadError),
 }
 
+/// The request's side of the exchange in progress.
+enum Sending {
+    /// The head, then the body (while there is more of it), being written.
+    Request(Option<request::BodyWriter>),
+    /// Head and body written and flushed.
+    Sent,
+    /// Writing failed: nothing more is sent, but the response may still be
+    /// read (a backend may answer an upload it refuses, then close). The
+    /// error, until the exchange reports it.
+    Failed(Option<io::Error>),
+}
+
+/// The response's side of the exchange in progress.
+enum Receiving {
+    /// Until the final response head.
+    Head,
+    /// What remains of its body.
+    Body(ResponseBody),
+}
+
 /// One connection to a backend over `Io`, and the exchange in progress on it.
+///
+/// The exchange is full duplex (a request body keeps streaming while the
+/// response is read), so its state is two enums, one per direction, not
+/// one: [`Sending`] and [`Receiving`].
 pub struct Conn<Io> {
     io: Io,
     read: BytesMut,
     out: Outgoing,
-    /// The request body still to send; `None` once sent, or for none.
-    upload: Option<request::BodyWriter>,
-    /// The request head and body are written and flushed.
-    sent: bool,
-    /// Writing to the backend failed; the response may still be read.
-    write_failed: Option<io::Error>,
-    /// What remains of the response body; `None` before its head is read.
-    body: Option<ResponseBody>,
+    sending: Sending,
+    receiving: Receiving,
     /// The exchange was a HEAD request, whose response has no body.
     head_request: bool,
     /// The request may be sent again on another connection
@@ -120,10 +138,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
             io,
             read: BytesMut::new(),
             out: Outgoing::default(),
-            upload: None,
-            sent: true,
-            write_failed: None,
-            body: None,
+            sending: Sending::Sent,
+            receiving: Receiving::Head,
             head_request: false,
             resendable: false,
             keep_alive: true,
@@ -147,10 +163,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
     pub fn start(&mut self, request: EncodedRequest, body: Option<UploadBody>) -> Vec<u8> {
         self.out.clear();
         let spare = std::mem::replace(&mut self.out.encoded, request.head);
-        self.upload = body.map(|body| request::BodyWriter::new(body, request.framing));
-        self.sent = false;
-        self.write_failed = None;
-        self.body = None;
+        self.sending = Sending::Request(body.map(|body| request::BodyWriter::new(body, request.framing)));
+        self.receiving = Receiving::Head;
         self.head_request = request.head_request;
         self.resendable = request.resendable;
         self.keep_alive = true;
@@ -197,7 +211,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
 
     /// Whether the request, body included, has been handed to the backend.
     pub fn request_sent(&self) -> bool {
-        self.sent
+        !matches!(self.sending, Sending::Request(_))
     }
 
     /// Whether any byte of a response arrived: until one does, a failed
@@ -216,7 +230,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
             // body, on the connection's next turn. A backend quick enough to
             // answer within this turn would have its final head written first
             // and the 100 never sent; yielding once lets hyper send it.
-            if self.upload.is_some() && !self.yielded_for_continue {
+            if matches!(self.sending, Sending::Request(Some(_))) && !self.yielded_for_continue {
                 self.yielded_for_continue = true;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -230,16 +244,16 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
                         body,
                         keep_alive,
                     }) => {
-                        self.body = Some(body);
+                        self.receiving = Receiving::Body(body);
                         self.keep_alive = keep_alive;
                         return Poll::Ready(Ok(response));
                     }
                 }
             }
             if ready!(self.poll_fill(cx, HEAD_CHUNK))? == 0 {
-                return Poll::Ready(Err(match self.write_failed.take() {
-                    Some(err) => H1Error::Io(err),
-                    None => H1Error::Closed,
+                return Poll::Ready(Err(match &mut self.sending {
+                    Sending::Failed(err) => err.take().map_or(H1Error::Closed, H1Error::Io),
+                    _ => H1Error::Closed,
                 }));
             }
         }
@@ -252,7 +266,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
             if let Err(err) = self.poll_send(cx) {
                 return Poll::Ready(Some(Err(err)));
             }
-            let Some(body) = self.body.as_mut() else {
+            let Receiving::Body(body) = &mut self.receiving else {
                 return Poll::Ready(None);
             };
             match body.decode(&mut self.read)? {
@@ -265,7 +279,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
                 if !ends_at_close {
                     return Poll::Ready(Some(Err(H1Error::ClosedEarly)));
                 }
-                self.body = Some(ResponseBody::Done);
+                self.receiving = Receiving::Body(ResponseBody::Done);
                 self.keep_alive = false;
                 return Poll::Ready(None);
             }
@@ -274,21 +288,22 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
 
     /// Whether the response body has been read to its end.
     pub fn body_ended(&self) -> bool {
-        self.body.as_ref().is_some_and(ResponseBody::is_end)
+        matches!(&self.receiving, Receiving::Body(body) if body.is_end())
     }
 
     /// What is known of the response body's remaining length.
     pub fn body_size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), ResponseBody::size_hint)
+        match &self.receiving {
+            Receiving::Body(body) => body.size_hint(),
+            Receiving::Head => SizeHint::with_exact(0),
+        }
     }
 
     /// Whether another exchange may use this connection: the last one
     /// completed both ways, the backend keeps the connection alive, and
     /// nothing unexpected is waiting to be read.
     pub fn reusable(&self) -> bool {
-        self.keep_alive && self.sent && self.write_failed.is_none() && self.body_ended() && self.read.is_empty()
+        self.keep_alive && matches!(self.sending, Sending::Sent) && self.body_ended() && self.read.is_empty()
     }
 
     /// For an idle connection: whether it still looks usable. A backend that
@@ -302,7 +317,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
     /// write stops the sending but not the exchange: the backend may still
     /// answer (say, a 413 before it closed). A failed request body ends it.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), H1Error> {
-        while !self.sent {
+        while let Sending::Request(_) = self.sending {
             match self.out.poll_write(&mut self.io, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(err)) => {
@@ -311,16 +326,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
                 }
                 Poll::Pending => return Ok(()),
             }
-            let Some(upload) = self.upload.as_mut() else {
-                self.sent = true;
+            let Sending::Request(Some(upload)) = &mut self.sending else {
+                // Everything queued is written and flushed, and no body
+                // remains to encode.
+                self.sending = Sending::Sent;
                 return Ok(());
             };
             match upload.poll_encode(cx, &mut self.out) {
-                Poll::Ready(Ok(done)) => {
-                    if done {
-                        self.upload = None;
-                    }
-                }
+                Poll::Ready(Ok(true)) => self.sending = Sending::Request(None),
+                Poll::Ready(Ok(false)) => {}
                 Poll::Ready(Err(err)) => {
                     self.stop_sending(io::Error::other("request body failed"));
                     return Err(err);
@@ -332,10 +346,8 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Conn<Io> {
     }
 
     fn stop_sending(&mut self, err: io::Error) {
-        self.upload = None;
+        self.sending = Sending::Failed(Some(err));
         self.out.clear();
-        self.sent = true;
-        self.write_failed = Some(err);
         self.keep_alive = false;
     }
 
