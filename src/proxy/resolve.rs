@@ -74,6 +74,8 @@ pub(super) async fn watch(
         }
     };
     let definition = mine.definition().clone();
+    // Names that resolved to no address last time, to log each change once.
+    let mut empty: Vec<String> = Vec::new();
     loop {
         let outcome = resolver.resolve(&definition.backends).await;
         if !cluster_named(&current, &name).is_some_and(|c| Arc::ptr_eq(&c, &mine)) {
@@ -81,6 +83,12 @@ pub(super) async fn watch(
         }
         let wait = match outcome {
             Ok(resolved) => {
+                if resolved.empty != empty {
+                    if !resolved.empty.is_empty() {
+                        tracing::warn!(upstream = %name, names = ?resolved.empty, "backend names resolve to no address; asking again");
+                    }
+                    empty = resolved.empty.clone();
+                }
                 if !same_addresses(mine.endpoints(), &resolved.endpoints) {
                     tracing::info!(
                         upstream = %name,

@@ -47,6 +47,8 @@ pub struct Resolved {
     pub endpoints: Vec<Endpoint>,
     /// Until the first of the records' TTLs runs out.
     pub valid_for: Duration,
+    /// The names that resolved to no usable address.
+    pub empty: Vec<String>,
 }
 
 /// Why a resolution failed.
@@ -99,6 +101,7 @@ impl Resolver {
             .map(|addr| Endpoint { addr, name: None })
             .collect();
         let mut valid_until: Option<Instant> = None;
+        let mut empty = Vec::new();
         for backend in backends {
             let BackendAddr::Name { host, port } = backend else {
                 continue;
@@ -117,7 +120,15 @@ impl Resolver {
             };
             valid_until = Some(valid_until.map_or(until, |v| v.min(until)));
             let name: Arc<str> = Arc::from(host.as_str());
-            for ip in addresses.into_iter().filter(usable).take(MAX_ADDRESSES_PER_NAME) {
+            let usable: Vec<IpAddr> = addresses
+                .into_iter()
+                .filter(usable)
+                .take(MAX_ADDRESSES_PER_NAME)
+                .collect();
+            if usable.is_empty() {
+                empty.push(host.clone());
+            }
+            for ip in usable {
                 let addr = SocketAddr::new(ip, *port);
                 if !endpoints.iter().any(|e| e.addr == addr) {
                     endpoints.push(Endpoint {
@@ -130,6 +141,7 @@ impl Resolver {
         Ok(Resolved {
             endpoints,
             valid_for: valid_until.map_or(Duration::MAX, |until| until.saturating_duration_since(Instant::now())),
+            empty,
         })
     }
 }
