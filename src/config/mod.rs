@@ -257,6 +257,11 @@ pub struct Upstream {
     /// their records' TTL runs out first).
     #[serde(serialize_with = "as_humantime")]
     pub resolve_every: Duration,
+    /// How its names are resolved: `[dns]`, copied here when it has names
+    /// (the default otherwise), so that a reload changing `[dns]` rebuilds
+    /// the clusters it concerns and no others.
+    #[serde(skip)]
+    pub dns: Dns,
     /// Idle keep-alive connections kept per backend.
     pub max_idle_per_backend: usize,
     /// How long an idle pooled connection is kept.
@@ -440,6 +445,12 @@ impl Validator<'_> {
                 .map(|(i, server)| self.socket_addr(server, &format!("dns.nameservers[{i}]")))
                 .collect::<Result<_, _>>()?,
         };
+        let mut upstreams = upstreams;
+        for upstream in upstreams.values_mut() {
+            if upstream.backends.iter().any(|b| b.ip().is_none()) {
+                upstream.dns = dns.clone();
+            }
+        }
         Ok(Config {
             source: path.to_path_buf(),
             server,
@@ -704,6 +715,7 @@ impl Validator<'_> {
         Ok(Upstream {
             backends,
             resolve_every,
+            dns: Dns::default(),
             max_idle_per_backend,
             pool_idle_timeout: self.duration(raw.pool_idle_timeout, &format!("{key}.pool_idle_timeout"), "90s")?,
             balance,
@@ -1136,6 +1148,16 @@ backends = ["127.0.0.1:9000"]
         assert!(error(&too_often).contains("upstreams.app.resolve_every: must be at least 1s"));
         let servers = format!("{MINIMAL}\n[dns]\nnameservers = [\"127.0.0.1:5353\", \"resolver\"]\n");
         assert!(error(&servers).contains("dns.nameservers[1]"), "{}", error(&servers));
+        // [dns] goes with the clusters that have names, so that a reload
+        // changing it rebuilds them and no others.
+        let named = format!(
+            "{}\n[upstreams.byname]\nbackends = [\"api.internal:80\"]\n[dns]\nnameservers = [\"127.0.0.1:5353\"]\n",
+            MINIMAL
+        );
+        let config = parse(Path::new("t.toml"), &named).expect("valid");
+        let server: SocketAddr = "127.0.0.1:5353".parse().expect("addr");
+        assert_eq!(config.upstreams["byname"].dns.nameservers, [server]);
+        assert!(config.upstreams["app"].dns.nameservers.is_empty());
     }
 
     #[test]

@@ -121,7 +121,6 @@ impl Proxy {
                     self.current.clone(),
                     self.swapping.clone(),
                     self.metrics.clone(),
-                    config.dns.clone(),
                     name.clone(),
                 ));
             }

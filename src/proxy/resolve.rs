@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::Shared;
-use crate::config::{Dns, Upstream};
+use crate::config::Upstream;
 use crate::metrics::Metrics;
 use crate::upstream::cluster::Endpoint;
 use crate::upstream::dns::Resolver;
@@ -54,19 +54,13 @@ pub(super) fn initial_endpoints(upstream: &Upstream, previous: Option<&Cluster>)
 
 /// Resolves the names of cluster `name` of the current configuration until
 /// a reload replaces the cluster (the reload starts a task for its own).
-pub(super) async fn watch(
-    current: Arc<ArcSwap<Shared>>,
-    swapping: Arc<Mutex<()>>,
-    metrics: Metrics,
-    dns: Dns,
-    name: String,
-) {
+pub(super) async fn watch(current: Arc<ArcSwap<Shared>>, swapping: Arc<Mutex<()>>, metrics: Metrics, name: String) {
     // The cluster this task keeps up to date: the one of the current
     // configuration, then each one it swaps in.
     let Some(mut mine) = cluster_named(&current, &name) else {
         return;
     };
-    let resolver = match Resolver::new(&dns) {
+    let resolver = match Resolver::new(&mine.definition().dns) {
         Ok(resolver) => resolver,
         Err(err) => {
             tracing::error!(upstream = %name, cause = %err, "no DNS resolver: the cluster's names stay unresolved");

@@ -25,16 +25,19 @@ async fn two_on_one_port() -> (RawBackend, RawBackend) {
     panic!("no port free on both 127.0.0.1 and 127.0.0.2");
 }
 
-/// A proxy whose cluster is `api.test:PORT`, resolved through `dns` every
-/// `every` (or sooner, at the records' TTL).
-fn proxy_for(dns: &DnsResponder, port: u16, every: &str) -> Proxy {
-    let config = format!(
+/// A config whose cluster is `api.test:PORT`, resolved through the name
+/// server at `dns` every `every` (or sooner, at the records' TTL).
+fn config_for(dns: SocketAddr, port: u16, every: &str) -> String {
+    format!(
         "[[listeners]]\nname = \"test\"\naddress = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"all\"\nupstream = \"app\"\n\n\
          [upstreams.app]\nbackends = [\"api.test:{port}\"]\nresolve_every = \"{every}\"\nbalance = \"round_robin\"\n\n\
-         [dns]\nnameservers = [\"{}\"]\n\n[admin]\naddress = \"127.0.0.1:0\"\n",
-        dns.addr
-    );
-    Proxy::start(Kind::Tailcut, &config)
+         [dns]\nnameservers = [\"{dns}\"]\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
+    )
+}
+
+/// A proxy of [`config_for`].
+fn proxy_for(dns: &DnsResponder, port: u16, every: &str) -> Proxy {
+    Proxy::start(Kind::Tailcut, &config_for(dns.addr, port, every))
 }
 
 /// Sends `n` requests one at a time; their statuses.
@@ -124,4 +127,28 @@ async fn a_name_that_does_not_resolve_yet_gets_503_then_is_served() {
         !backend.requests().is_empty()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_name_servers_resolves_with_the_new_ones() {
+    let (first, second) = two_on_one_port().await;
+    let (old, new) = (DnsResponder::start().await, DnsResponder::start().await);
+    old.set("api.test", &[Ipv4Addr::new(127, 0, 0, 1)], 1);
+    new.set("api.test", &[Ipv4Addr::new(127, 0, 0, 2)], 1);
+    let port = first.addr.port();
+    let proxy = proxy_for(&old, port, "5m");
+    until(&proxy, "the old name server's address serves", || {
+        !first.requests().is_empty()
+    })
+    .await;
+
+    proxy.rewrite_config(&config_for(new.addr, port, "5m"));
+    assert_eq!(proxy.reload()["message"], crate::support::RELOADED);
+    until(&proxy, "the new name server's address serves", || {
+        !second.requests().is_empty()
+    })
+    .await;
+    let before = first.requests().len();
+    assert_eq!(statuses(&proxy, 10).await, [200; 10]);
+    assert_eq!(first.requests().len(), before, "the old answer is gone");
 }
