@@ -49,6 +49,10 @@ pub enum ProxyError {
         /// every request's future).
         cause: Box<UpstreamError>,
     },
+    /// The request's own deadline (`grpc-timeout`, `x-request-timeout`)
+    /// had passed when it arrived.
+    #[error("the request's deadline had passed on arrival")]
+    DeadlinePassed,
     /// The cluster has no backend: its names resolved to no address yet.
     #[error("upstream {upstream} has no backend: its names resolved to no address")]
     NoBackend {
@@ -92,6 +96,7 @@ impl ProxyError {
             // Timeouts are 504, like nginx; refused, reset or closed is 502.
             ProxyError::Upstream { cause, .. } if cause.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::DeadlinePassed => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded { .. } | ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -103,7 +108,8 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::ClientBody { .. }
             | ProxyError::NotImplemented(_)
-            | ProxyError::PayloadTooLarge { .. } => Fault::Downstream,
+            | ProxyError::PayloadTooLarge { .. }
+            | ProxyError::DeadlinePassed => Fault::Downstream,
             ProxyError::Upstream { .. } | ProxyError::NoBackend { .. } => Fault::Upstream,
             ProxyError::Overloaded { .. } => Fault::Internal,
         }
@@ -146,6 +152,9 @@ impl ProxyError {
             StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
             StatusCode::NOT_IMPLEMENTED => "transfer coding not implemented\n",
             StatusCode::BAD_GATEWAY => "bad gateway: upstream failed\n",
+            StatusCode::GATEWAY_TIMEOUT if matches!(self, ProxyError::DeadlinePassed) => {
+                "gateway timeout: the request's deadline had passed\n"
+            }
             StatusCode::GATEWAY_TIMEOUT => "gateway timeout: upstream too slow\n",
             StatusCode::SERVICE_UNAVAILABLE if matches!(self, ProxyError::NoBackend { .. }) => {
                 "no backend: retry later\n"

@@ -1,8 +1,8 @@
 //! The forwarding service, in the order a request meets it:
 //!
 //! 1. **route**: [`route`] finds the first route matching host and path
-//!    prefix, after [`prepare`] checked `Host` and the framing (404, 400,
-//!    501 before anything else);
+//!    prefix, after [`prepare`] checked `Host`, the framing and the
+//!    client's [`deadline`] (404, 400, 501, 504 before anything else);
 //! 2. **rewrite**: [`crate::headers`] drops hop-by-hop fields and adds
 //!    `X-Forwarded-*` and `Via`;
 //! 3. **pick**: the route's [`Cluster`] chooses a backend by its load;
@@ -21,6 +21,7 @@
 //! body.
 
 mod body;
+mod deadline;
 mod error;
 mod prepare;
 mod resolve;

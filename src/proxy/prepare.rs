@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::{route, Connection, ProxyError, Shared};
+use super::{deadline, route, Connection, ProxyError, Shared};
 use crate::balance::InFlight;
 use crate::headers;
 use crate::upstream::h1::EncodedRequest;
@@ -72,11 +72,17 @@ impl Shared {
         if unknown_length && parts.headers.contains_key(TRANSFER_ENCODING) {
             only_chunked(&parts.headers)?;
         }
-        // The whole-request deadline, when one is configured (the clock is
-        // read only then).
-        let deadline = self.timeouts.request.map(|limit| Instant::now() + limit);
+        // The whole-request deadline: the client's (`grpc-timeout`,
+        // `x-request-timeout`) or the configured one, whichever is sooner;
+        // the clock is read only when there is one.
+        let (limit, client_sent) = deadline::limit(&parts.headers, self.timeouts.request)?;
+        let deadline = limit.map(|limit| Instant::now() + limit);
         let (route, has_host) = self.route(&parts)?;
         *route_slot = Some(route.metrics_slot);
+        if limit.is_some_and(|limit| limit.is_zero()) {
+            // Passed already: the backend is not asked.
+            return Err(ProxyError::DeadlinePassed);
+        }
         if let Some(limit) = route.max_body_bytes {
             // Known up front: refuse without reading the body or calling the backend.
             if http_body::Body::size_hint(&body).lower() > limit {
@@ -109,10 +115,14 @@ impl Shared {
             // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
             parts.headers.insert(HOST, backend.host_header());
         }
-        let header_timeout = match self.timeouts.request {
+        let header_timeout = match limit {
             Some(limit) => self.timeouts.upstream_response_header.min(limit),
             None => self.timeouts.upstream_response_header,
         };
+        if let (Some(deadline), true) = (deadline, client_sent) {
+            // The backend is told the time that remains, in the client's terms.
+            deadline::forward(&mut parts.headers, deadline.saturating_duration_since(Instant::now()));
+        }
 
         if let Some(offered) = upgrade {
             if let Some(client_side) = parts.extensions.remove::<OnUpgrade>() {

@@ -23,6 +23,7 @@ static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllo
 mod balance;
 mod cli;
 mod conformance;
+mod deadline;
 mod deploy;
 mod dns;
 mod goproxy;
