@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::Shared;
-use crate::config::Upstream;
+use crate::config::{BackendAddr, Upstream};
 use crate::metrics::Metrics;
 use crate::upstream::cluster::Endpoint;
 use crate::upstream::dns::Resolver;
@@ -36,15 +36,11 @@ pub(super) fn initial_endpoints(upstream: &Upstream, previous: Option<&Cluster>)
         .filter_map(|b| b.ip())
         .map(|addr| Endpoint { addr, name: None })
         .collect();
-    let names: Vec<String> = upstream
-        .backends
-        .iter()
-        .filter(|b| b.ip().is_none())
-        .map(ToString::to_string)
-        .collect();
     for endpoint in previous.map_or(&[][..], Cluster::endpoints) {
         let Some(name) = &endpoint.name else { continue };
-        let still = names.contains(&format!("{name}:{}", endpoint.addr.port()));
+        let still = upstream.backends.iter().any(|backend| {
+            matches!(backend, BackendAddr::Name { host, port } if **name == **host && *port == endpoint.addr.port())
+        });
         if still && !endpoints.iter().any(|e| e.addr == endpoint.addr) {
             endpoints.push(endpoint.clone());
         }

@@ -240,7 +240,7 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     let facts = proxies
         .iter()
         .map(|p| ProxyFacts {
-            proxy: p.name.to_owned(),
+            proxy: p.name().to_owned(),
             binary: p.binary.display().to_string(),
             binary_bytes: std::fs::metadata(&p.binary).map_or(0, |m| m.len()),
             startup_ms: p.startup.as_secs_f64() * 1000.0,
@@ -410,12 +410,12 @@ fn run_saturation(scenario: &Scenario, proxies: &[Proxy]) -> Result<Vec<Saturati
         )?;
         config.duration = scenario.load.saturation;
         let result = run::execute(&config).map_err(|source| CompareError::Run {
-            target: proxy.name.to_owned(),
+            target: proxy.name().to_owned(),
             source,
         })?;
-        eprintln!("saturation {:>8}: {:.0} req/s", proxy.name, result.achieved_rate);
+        eprintln!("saturation {:>8}: {:.0} req/s", proxy.name(), result.achieved_rate);
         saturation.push(Saturation {
-            proxy: proxy.name.to_owned(),
+            proxy: proxy.name().to_owned(),
             achieved_rate: result.achieved_rate,
         });
     }
@@ -433,7 +433,7 @@ fn run_sweep(
     for step in sweep::steps(&scenario.sweep.fractions, saturation, &["tailcut", "goproxy"]) {
         let addr = proxies
             .iter()
-            .find(|p| p.name == step.proxy)
+            .find(|p| p.name() == step.proxy)
             .map_or(direct, |proxy| proxy.addr);
         let mut config = trial_config(scenario, addr, step.offered, scenario.load.connections, 0)?;
         config.duration = scenario.sweep.duration;
@@ -468,10 +468,10 @@ fn measure_idle(scenario: &Scenario, proxies: &[Proxy]) -> Vec<idle::IdleMemory>
         return figures;
     }
     for proxy in proxies {
-        let figure = idle::measure(proxy.name, proxy.process.pid(), proxy.addr, scenario.idle.connections);
+        let figure = idle::measure(proxy.name(), proxy.process.pid(), proxy.addr, scenario.idle.connections);
         eprintln!(
             "idle {:>8}: {} connections, {}{}",
-            proxy.name,
+            proxy.name(),
             figure.opened,
             figure
                 .per_connection_bytes()

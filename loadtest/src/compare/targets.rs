@@ -92,8 +92,6 @@ impl Target {
 pub struct Proxy {
     /// What it is.
     pub target: Target,
-    /// [`Target::name`].
-    pub name: &'static str,
     /// The binary that runs.
     pub binary: PathBuf,
     /// The process.
@@ -106,6 +104,13 @@ pub struct Proxy {
     pub startup: Duration,
     /// Its stderr, when kept (the Go proxy's GC trace).
     pub stderr: Option<PathBuf>,
+}
+
+impl Proxy {
+    /// Its name in results ([`Target::name`]).
+    pub fn name(&self) -> &'static str {
+        self.target.name()
+    }
 }
 
 /// Starts tailcut (with `policy`) or the Go proxy (`policy` none) in front
@@ -184,7 +189,6 @@ fn launch(
     }
     Ok(Proxy {
         target,
-        name,
         binary: binary.to_path_buf(),
         process,
         addr,
