@@ -27,6 +27,9 @@ fn routes(n: usize) -> Vec<Route> {
             upstream: "u".into(),
             max_body_bytes: None,
             upgrades: Vec::new(),
+            retry: None,
+            hedge: None,
+            max_buffered_body: 0,
         })
         .chain(std::iter::once(Route {
             name: "fallback".into(),
@@ -35,12 +38,15 @@ fn routes(n: usize) -> Vec<Route> {
             upstream: "u".into(),
             max_body_bytes: None,
             upgrades: Vec::new(),
+            retry: None,
+            hedge: None,
+            max_buffered_body: 0,
         }))
         .collect()
 }
 
 fn route_match(c: &mut Criterion) {
-    let router = Router::new(&routes(10), &[], |_| 0);
+    let router = Router::new(&routes(10), &[], Vec::new(), |_| 0);
     c.bench_function("route/first of 11", |b| {
         b.iter(|| {
             router.find(
@@ -128,6 +134,7 @@ fn exchange() -> Exchange {
         total: Duration::from_micros(210),
         upstream: Some(Duration::from_micros(150)),
         bytes: 12,
+        marks: Default::default(),
     }
 }
 

@@ -373,6 +373,40 @@ pub struct Added<'a> {
     forwarded_for_in_map: bool,
 }
 
+impl Added<'_> {
+    /// The same fields, owning their client's side, for a request kept to
+    /// be sent again (retried or hedged) after this borrow has ended.
+    pub fn to_owned(&self) -> OwnedAdded {
+        OwnedAdded {
+            client: self.client.clone(),
+            version: self.version,
+            forwarded_host: self.forwarded_host,
+            forwarded_for_in_map: self.forwarded_for_in_map,
+        }
+    }
+}
+
+/// [`Added`], owning its client's side.
+#[derive(Debug, Clone)]
+pub struct OwnedAdded {
+    client: ClientSide,
+    version: Version,
+    forwarded_host: bool,
+    forwarded_for_in_map: bool,
+}
+
+impl OwnedAdded {
+    /// The fields to add, borrowed from here.
+    pub fn added(&self) -> Added<'_> {
+        Added {
+            client: &self.client,
+            version: self.version,
+            forwarded_host: self.forwarded_host,
+            forwarded_for_in_map: self.forwarded_for_in_map,
+        }
+    }
+}
+
 /// The fields a proxy adds to a request after the client's own
 /// (`X-Forwarded-*`, `Via`), written as the head is encoded so that they
 /// are never inserted into the client's map.

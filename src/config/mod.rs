@@ -7,6 +7,7 @@
 
 mod error;
 mod schema;
+mod tail;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +21,7 @@ use toml::Spanned;
 
 use error::Locator;
 pub use error::{ConfigError, Invalid};
+pub use tail::{Budget, Hedge, HedgeDelay, Retry, RetryOn};
 
 /// The longest duration accepted anywhere. Longer ones are surely typos, and
 /// deadlines computed from them must not overflow the clock.
@@ -246,6 +248,13 @@ pub struct Route {
     /// lower-case; the connection is then tunnelled. Any other `Upgrade`
     /// is dropped and the request forwarded as a plain one.
     pub upgrades: Vec<String>,
+    /// Retries of failed requests; `None`: none.
+    pub retry: Option<Retry>,
+    /// Hedged requests; `None`: none.
+    pub hedge: Option<Hedge>,
+    /// The largest request body buffered so that the request can be sent
+    /// again (retried or hedged); a larger one streams, and is sent once.
+    pub max_buffered_body: u64,
 }
 
 /// A cluster of interchangeable backends.
@@ -283,6 +292,8 @@ pub struct Upstream {
     pub health: Option<Health>,
     /// TLS to the backends; `None`: cleartext.
     pub tls: Option<tls::UpstreamTls>,
+    /// The extra attempts (retries and hedges) its routes may add.
+    pub budget: Budget,
 }
 
 /// Passive outlier ejection (`[upstreams.NAME.outlier]`).
@@ -623,6 +634,20 @@ impl Validator<'_> {
                         .map(|(j, protocol)| self.protocol(protocol, &format!("{key}.upgrades[{j}]")))
                         .collect::<Result<_, _>>()?,
                 };
+                let cluster = &upstreams[route.upstream.get_ref()];
+                let addresses = cluster.backends.iter().filter(|b| b.ip().is_some()).count();
+                let names = addresses < cluster.backends.len();
+                let retry = route
+                    .retry
+                    .map(|raw| self.retry(raw.into_inner(), &format!("{key}.retry")))
+                    .transpose()?;
+                let hedge = route
+                    .hedge
+                    .map(|raw| {
+                        let at = raw.span();
+                        self.hedge(raw.into_inner(), &format!("{key}.hedge"), at, (addresses, names))
+                    })
+                    .transpose()?;
                 Ok(Route {
                     name,
                     host,
@@ -630,6 +655,10 @@ impl Validator<'_> {
                     upstream: route.upstream.into_inner(),
                     max_body_bytes,
                     upgrades,
+                    retry,
+                    hedge,
+                    max_buffered_body: self
+                        .max_buffered_body(route.max_buffered_body, &format!("{key}.max_buffered_body"))?,
                 })
             })
             .collect()
@@ -724,6 +753,7 @@ impl Validator<'_> {
             outlier,
             health,
             tls,
+            budget: self.budget(raw.budget, &format!("{key}.budget"))?,
         })
     }
 
@@ -791,17 +821,7 @@ impl Validator<'_> {
         }
         let max_ejected_percent = match raw.max_ejected_percent {
             None => 50,
-            Some(percent) => {
-                let value = self.non_negative(&percent, &format!("{key}.max_ejected_percent"))?;
-                if value > 100 {
-                    return Err(self.locator.error(
-                        Some(percent.span()),
-                        format!("{key}.max_ejected_percent"),
-                        format!("{value} is over 100"),
-                    ));
-                }
-                value
-            }
+            Some(percent) => self.percent(&percent, &format!("{key}.max_ejected_percent"))? as usize,
         };
         Ok(Outlier {
             consecutive_failures: self.count(

@@ -113,6 +113,38 @@ pub(crate) struct Route {
     pub upstream: Spanned<String>,
     pub max_body_bytes: Option<Spanned<i64>>,
     pub upgrades: Option<Vec<Spanned<String>>>,
+    pub max_buffered_body: Option<Spanned<i64>>,
+    pub retry: Option<Spanned<Retry>>,
+    pub hedge: Option<Spanned<Hedge>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Retry {
+    pub attempts: Option<Spanned<i64>>,
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub backoff_base: Option<Spanned<String>>,
+    pub backoff_max: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hedge {
+    pub delay: Option<Spanned<String>>,
+    pub percentile: Option<Spanned<f64>>,
+    pub min_delay: Option<Spanned<String>>,
+    pub max_delay: Option<Spanned<String>>,
+    pub min_samples: Option<Spanned<i64>>,
+    pub max_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Budget {
+    pub percent: Option<Spanned<i64>>,
+    pub window: Option<Spanned<String>>,
+    pub min_per_second: Option<Spanned<i64>>,
+    pub max_concurrent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +160,7 @@ pub(crate) struct Upstream {
     pub outlier: Option<Outlier>,
     pub health: Option<Health>,
     pub tls: Option<UpstreamTls>,
+    pub budget: Option<Budget>,
 }
 
 #[derive(Debug, Deserialize)]

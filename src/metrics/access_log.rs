@@ -88,6 +88,10 @@ fn line(at: SystemTime, route: &str, cluster: &str, exchange: &Exchange) -> Stri
         "end": exchange.end.name(),
         "total_us": exchange.total.as_micros() as u64,
         "upstream_us": exchange.upstream.map(|u| u.as_micros() as u64),
+        "retries": exchange.marks.retries,
+        "hedged": exchange.marks.hedged,
+        "hedge_won": exchange.marks.hedge_won,
+        "deadline_exceeded": exchange.marks.deadline_exceeded,
     });
     let mut text = value.to_string();
     text.push('\n');
@@ -111,6 +115,12 @@ mod tests {
             total: Duration::from_micros(120),
             upstream: Some(Duration::from_micros(100)),
             bytes: 12,
+            marks: crate::metrics::Marks {
+                retries: 1,
+                hedged: true,
+                hedge_won: false,
+                deadline_exceeded: false,
+            },
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let text = line(at, "api \"v1\"", "app", &exchange);
@@ -122,5 +132,11 @@ mod tests {
         assert_eq!(value["total_us"], 120);
         assert_eq!(value["upstream_us"], 100);
         assert_eq!(value["end"], "complete");
+        assert_eq!(value["retries"], 1);
+        assert_eq!(
+            (value["hedged"].as_bool(), value["hedge_won"].as_bool()),
+            (Some(true), Some(false))
+        );
+        assert_eq!(value["deadline_exceeded"], false);
     }
 }

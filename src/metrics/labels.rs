@@ -27,6 +27,11 @@ pub trait Labelled {
     fn ended_at(&self) -> Option<Instant> {
         None
     }
+
+    /// What tail control did to the request (retries, a hedge, its
+    /// deadline passing). No default: a wrapper that forgot to forward it
+    /// would silently lose the marks.
+    fn marks(&self) -> super::Marks;
 }
 
 /// A response body that is also [`Labelled`] (one bound, for `pin_project!`).

@@ -67,6 +67,13 @@ struct Inner {
     connect_errors: Family<Labels, Counter>,
     timeouts: Family<Labels, Counter>,
     resolve_failures: Family<Labels, Counter>,
+    budget_refused: Family<Labels, Counter>,
+    /// By route (and reason, for retries).
+    retries: Family<Labels, Counter>,
+    hedges: Family<Labels, Counter>,
+    hedge_wins: Family<Labels, Counter>,
+    hedge_delay: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    deadline_exceeded: Family<Labels, Counter>,
     /// By listener.
     connections_active: Family<Labels, Gauge>,
     connections_total: Family<Labels, Counter>,
@@ -140,6 +147,44 @@ pub struct Exchange {
     pub upstream: Option<Duration>,
     /// Response body bytes sent.
     pub bytes: u64,
+    /// What tail control did to it.
+    pub marks: Marks,
+}
+
+/// What tail control did to one request: its access-log marks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Attempts after the first that were retries.
+    pub retries: u8,
+    /// A hedge was sent.
+    pub hedged: bool,
+    /// The hedge's response was the one the client got.
+    pub hedge_won: bool,
+    /// The request's deadline passed before its response ended (504, or a
+    /// body cut short).
+    pub deadline_exceeded: bool,
+}
+
+/// The tail-control counters of one route.
+#[derive(Debug, Clone)]
+pub struct RouteTail {
+    labels: Labels,
+    retries: Family<Labels, Counter>,
+    /// Hedges sent.
+    pub hedges: Counter,
+    /// Hedges whose response the client got.
+    pub hedge_wins: Counter,
+    /// The route's hedge delay now, seconds (0 before it has one).
+    pub hedge_delay: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl RouteTail {
+    /// Counts a retry for `reason` (a condition of `[routes.retry] on`).
+    pub fn retried(&self, reason: &'static str) {
+        let mut labels = self.labels.clone();
+        labels.push(("reason".to_owned(), reason.to_owned()));
+        self.retries.get_or_create(&labels).inc();
+    }
 }
 
 /// The counters of one upstream cluster.
@@ -148,9 +193,15 @@ pub struct ClusterCounters {
     connect_errors: Counter,
     timeouts: Counter,
     resolve_failures: Counter,
+    budget_refused: Counter,
 }
 
 impl ClusterCounters {
+    /// An extra attempt (retry or hedge) was refused by the budget.
+    pub fn budget_refused(&self) {
+        self.budget_refused.inc();
+    }
+
     /// A backend connection failed (refused, reset, or timed out).
     pub fn connect_error(&self) {
         self.connect_errors.inc();
@@ -234,6 +285,36 @@ impl Metrics {
             "tailcut_upstream_timeouts",
             "Backends that did not connect or send response headers in time (504)",
         );
+        let budget_refused = family(
+            &mut registry,
+            "tailcut_budget_refused",
+            "Retries and hedges the cluster's budget refused",
+        );
+        let retries = family(
+            &mut registry,
+            "tailcut_retries",
+            "Requests sent again after a failed attempt, by route and reason",
+        );
+        let hedges = family(
+            &mut registry,
+            "tailcut_hedges",
+            "Second attempts sent to another backend while the first was still waiting for response headers",
+        );
+        let hedge_wins = family(
+            &mut registry,
+            "tailcut_hedge_wins",
+            "Hedges whose response the client got",
+        );
+        let hedge_delay = family(
+            &mut registry,
+            "tailcut_hedge_delay_seconds",
+            "How long a route's requests wait for response headers before they are hedged (0: not yet known)",
+        );
+        let deadline_exceeded = family(
+            &mut registry,
+            "tailcut_deadline_exceeded",
+            "Requests whose deadline passed before their response ended",
+        );
         let connections_active = family(
             &mut registry,
             "tailcut_connections_active",
@@ -278,6 +359,12 @@ impl Metrics {
                 connect_errors,
                 timeouts,
                 resolve_failures,
+                budget_refused,
+                retries,
+                hedges,
+                hedge_wins,
+                hedge_delay,
+                deadline_exceeded,
                 connections_active,
                 connections_total,
                 tls_handshake_failures,
@@ -291,6 +378,7 @@ impl Metrics {
         for route in &config.routes {
             // A fresh table has room for far more routes than a config may hold.
             let _ = metrics.route_slot_for(&route.name, &route.upstream);
+            metrics.route_tail(&route.name);
         }
         for name in config.upstreams.keys() {
             metrics.cluster(name);
@@ -335,6 +423,21 @@ impl Metrics {
             connect_errors: self.inner.connect_errors.get_or_create(&labels).clone(),
             timeouts: self.inner.timeouts.get_or_create(&labels).clone(),
             resolve_failures: self.inner.resolve_failures.get_or_create(&labels).clone(),
+            budget_refused: self.inner.budget_refused.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// The tail-control counters of the route named `route` (the same ones
+    /// across reloads).
+    pub fn route_tail(&self, route: &str) -> RouteTail {
+        let labels = labels(&[("route", route)]);
+        drop(self.inner.deadline_exceeded.get_or_create(&labels));
+        RouteTail {
+            retries: self.inner.retries.clone(),
+            hedges: self.inner.hedges.get_or_create(&labels).clone(),
+            hedge_wins: self.inner.hedge_wins.get_or_create(&labels).clone(),
+            hedge_delay: self.inner.hedge_delay.get_or_create(&labels).clone(),
+            labels,
         }
     }
 
@@ -380,6 +483,15 @@ impl Metrics {
             .latency
             .record(slot, class, exchange.end, &figures[..recorded]);
 
+        if exchange.marks.deadline_exceeded {
+            let routes = inner.table.routes.load();
+            if let Some((route, _)) = routes.get(slot) {
+                inner
+                    .deadline_exceeded
+                    .get_or_create(&labels(&[("route", route)]))
+                    .inc();
+            }
+        }
         if let Some(log) = &inner.access_log {
             let routes = inner.table.routes.load();
             if let Some((route, cluster)) = routes.get(slot) {

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::headers;
-use crate::metrics::Labelled;
+use crate::metrics::{Labelled, Marks};
 use crate::upstream::h1::H1Error;
 use crate::upstream::Exchange;
 
@@ -48,6 +48,8 @@ pub struct ProxyBody {
     sent: Option<std::time::Instant>,
     /// When the upstream body ended.
     ended_at: Option<std::time::Instant>,
+    /// What tail control did to the request.
+    marks: Marks,
 }
 
 enum Kind {
@@ -88,6 +90,11 @@ impl ProxyBody {
         self.route = route;
     }
 
+    /// Marks the body with what tail control did to its request.
+    pub fn set_marks(&mut self, marks: Marks) {
+        self.marks = marks;
+    }
+
     /// A body of `data`, sent whole.
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
@@ -108,6 +115,7 @@ impl From<Kind> for ProxyBody {
             route: None,
             sent: None,
             ended_at: None,
+            marks: Marks::default(),
         }
     }
 }
@@ -123,6 +131,10 @@ impl Labelled for ProxyBody {
 
     fn ended_at(&self) -> Option<std::time::Instant> {
         self.ended_at
+    }
+
+    fn marks(&self) -> Marks {
+        self.marks
     }
 }
 
@@ -145,6 +157,7 @@ impl Body for ProxyBody {
         if frame.is_pending() {
             if let Some(deadline) = this.deadline.as_mut() {
                 ready!(deadline.as_mut().poll(cx));
+                this.marks.deadline_exceeded = true;
                 return Poll::Ready(Some(Err(BodyError::Deadline)));
             }
             return Poll::Pending;

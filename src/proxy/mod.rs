@@ -8,7 +8,9 @@
 //! 3. **pick**: the route's [`Cluster`] chooses a backend by its load;
 //! 4. **send**: the head is encoded at once and the exchange made
 //!    ([`crate::upstream::exchange`]), or for an upgrade a tunnel
-//!    ([`upgrade`]);
+//!    ([`upgrade`]); on a route with a retry or hedge policy, a request
+//!    that may be sent twice is kept ([`replay`]) and sent again after a
+//!    failure ([`retry`]) or while slow ([`hedge`]);
 //! 5. **respond**: [`respond`]'s future counts the outcome and hands the
 //!    response over, its body streamed by [`ProxyBody`]; every failure is a
 //!    [`ProxyError`], turned into a response in `error.rs` alone.
@@ -23,9 +25,12 @@
 mod body;
 mod deadline;
 mod error;
+mod hedge;
 mod prepare;
+mod replay;
 mod resolve;
 mod respond;
+mod retry;
 mod route;
 mod upgrade;
 
@@ -43,6 +48,7 @@ use tracing::Instrument;
 pub use body::{BodyError, ProxyBody};
 pub use error::{Fault, ProxyError};
 use prepare::{Prepared, Upgrade};
+pub use replay::Policy;
 pub use respond::Forward;
 use respond::Stage;
 pub use route::{Route, Router};
@@ -232,7 +238,12 @@ impl Shared {
             .iter()
             .map(|r| metrics.route_slot_for(&r.name, &r.upstream))
             .collect::<Result<Vec<_>, _>>()?;
-        let router = Router::new(&config.routes, &slots, |name| {
+        let policies = config
+            .routes
+            .iter()
+            .map(|route| replay::Policy::for_route(route, metrics.route_tail(&route.name)))
+            .collect();
+        let router = Router::new(&config.routes, &slots, policies, |name| {
             clusters.iter().position(|c| c.name == name).unwrap_or(0)
         });
         let shared = Shared {
@@ -296,6 +307,11 @@ impl tower::Service<Request<Incoming>> for ProxyService {
                     route,
                 }
             }
+            // Kept to be sent again if need be: boxed, as upgrades are.
+            Ok(Prepared::Replay(replay)) => Stage::Replayed {
+                attempts: Box::pin(retry::run(shared, replay)),
+                route,
+            },
             Err(error) => Stage::Failed {
                 error: Some(error),
                 route,

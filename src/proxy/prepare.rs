@@ -14,10 +14,12 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
+use super::replay::Replay;
 use super::{deadline, route, Connection, ProxyError, Shared};
 use crate::balance::InFlight;
 use crate::headers;
 use crate::upstream::h1::EncodedRequest;
+use crate::upstream::upload::UploadBody;
 use crate::upstream::{Exchange, UpstreamError};
 
 /// A request made ready for its backend by [`Shared::prepare`].
@@ -26,6 +28,8 @@ pub(super) enum Prepared {
     Pooled(Pooled),
     /// A protocol upgrade, for hyper's client on a connection of its own.
     Upgrade(Upgrade),
+    /// Kept to be sent more than once if need be (retried, hedged).
+    Replay(Box<Replay>),
 }
 
 /// An exchange on a pooled connection, and what its outcome is read with.
@@ -101,6 +105,13 @@ impl Shared {
             Version::HTTP_11 => headers::upgrade_protocol(&parts.headers, &route.upgrades),
             _ => None,
         };
+        // Asked before the rewrite, which drops `Expect`.
+        let replayable = match (&route.policy, &upgrade) {
+            (Some(policy), None) => policy
+                .eligible(&parts.method, &parts.headers, &body)
+                .map(|allowed| (policy.clone(), allowed)),
+            _ => None,
+        };
         let added = headers::rewrite_request(
             &mut parts.headers,
             parts.version,
@@ -141,6 +152,21 @@ impl Shared {
         }
 
         let has_body = !http_body::Body::is_end_stream(&body);
+        if let Some((policy, allowed)) = replayable {
+            return Ok(Prepared::Replay(Box::new(Replay {
+                parts,
+                added: added.to_owned(),
+                body: has_body.then_some(body),
+                body_bytes: None,
+                needs_host: !has_host,
+                forward_deadline: client_sent,
+                deadline,
+                cluster: cluster_index,
+                first: Some(picked),
+                allowed,
+                policy,
+            })));
+        }
         let request = EncodedRequest::new(&parts, added, has_body, backend.head_buffer())
             .map_err(|err| self.failed(cluster_index, backend_index, err.into()))?;
         // The head is encoded: its values (slices of hyper's read buffer) go,
@@ -152,10 +178,9 @@ impl Shared {
             send: Box::pin(backend.send(
                 request,
                 headers,
-                body,
+                has_body.then(|| UploadBody::new(body, route.max_body_bytes)),
                 sent,
                 header_timeout,
-                route.max_body_bytes,
                 picked.in_flight,
             )),
             cluster: cluster_index,

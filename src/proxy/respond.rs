@@ -14,6 +14,7 @@ use http::Response;
 use super::prepare::Pooled;
 use super::{ProxyBody, ProxyError, Shared};
 use crate::headers;
+use crate::metrics::Marks;
 use crate::upstream::UpstreamError;
 
 /// The response future of [`ProxyService`]: the exchange with the backend,
@@ -37,6 +38,8 @@ pub(super) enum Stage {
         tunnel: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send>>,
         route: Option<usize>,
     },
+    /// Sent once or more (retried, hedged).
+    Replayed { attempts: Replayed, route: Option<usize> },
     /// Refused before reaching a backend.
     Failed {
         error: Option<ProxyError>,
@@ -44,11 +47,16 @@ pub(super) enum Stage {
     },
 }
 
+/// A request's attempts ([`super::retry::run`]): the client's response or
+/// error, and what tail control did.
+pub(super) type Replayed = Pin<Box<dyn Future<Output = (Result<Response<ProxyBody>, ProxyError>, Marks)> + Send>>;
+
 impl std::fmt::Debug for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let stage = match self.stage {
             Stage::Pooled { .. } => "pooled",
             Stage::Upgrade { .. } => "upgrade",
+            Stage::Replayed { .. } => "replayed",
             Stage::Failed { .. } => "failed",
         };
         f.debug_tuple("Forward").field(&stage).finish()
@@ -61,6 +69,7 @@ impl Future for Forward {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin` (the futures are boxed).
         let this = self.get_mut();
+        let mut marks = Marks::default();
         let (result, route) = match &mut this.stage {
             Stage::Pooled {
                 exchange,
@@ -73,11 +82,25 @@ impl Future for Forward {
                     let body = ProxyBody::upstream(upstream, exchange.deadline, exchange.sent);
                     Response::from_parts(parts, body)
                 });
-                (shared.outcome(exchange.cluster, exchange.backend, outcome), *route)
+                let result = shared.outcome(exchange.cluster, exchange.backend, outcome);
+                // A response timeout cut short by the request's deadline.
+                marks.deadline_exceeded = result.as_ref().is_err_and(|error| error.status() == 504)
+                    && exchange
+                        .deadline
+                        .is_some_and(|deadline| deadline <= tokio::time::Instant::now());
+                (result, *route)
             }
             Stage::Upgrade { tunnel, route } => (ready!(tunnel.as_mut().poll(cx)), *route),
+            Stage::Replayed { attempts, route } => {
+                let (result, replayed) = ready!(attempts.as_mut().poll(cx));
+                marks = replayed;
+                (result, *route)
+            }
             Stage::Failed { error, route } => match error.take() {
-                Some(error) => (Err(error), *route),
+                Some(error) => {
+                    marks.deadline_exceeded = matches!(error, ProxyError::DeadlinePassed);
+                    (Err(error), *route)
+                }
                 // Polled again after completing: there is nothing more.
                 None => return Poll::Pending,
             },
@@ -90,6 +113,7 @@ impl Future for Forward {
             response
         });
         response.body_mut().set_route(route);
+        response.body_mut().set_marks(marks);
         tracing::debug!(status = response.status().as_u16(), "response headers");
         Poll::Ready(Ok(response))
     }

@@ -1,5 +1,8 @@
 //! Routing: the first route whose host and path prefix match wins.
 
+use std::sync::Arc;
+
+use super::replay::Policy;
 use crate::config;
 
 /// A route compiled for matching.
@@ -17,6 +20,8 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Protocols a client may upgrade to (lower-case).
     pub upgrades: Vec<String>,
+    /// Its retry and hedge policies, if it has either.
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// Routes in configuration order.
@@ -30,11 +35,20 @@ impl Router {
     /// the same order (missing ones count as slot 0, no route);
     /// `upstream_index` maps an upstream name (already validated to exist)
     /// to its index.
-    pub fn new(routes: &[config::Route], metrics_slots: &[usize], upstream_index: impl Fn(&str) -> usize) -> Self {
+    ///
+    /// `policies` holds each one's retry and hedge policy, in the same order.
+    pub fn new(
+        routes: &[config::Route],
+        metrics_slots: &[usize],
+        mut policies: Vec<Option<Arc<Policy>>>,
+        upstream_index: impl Fn(&str) -> usize,
+    ) -> Self {
+        policies.resize(routes.len(), None);
         let routes = routes
             .iter()
+            .zip(policies)
             .enumerate()
-            .map(|(i, r)| Route {
+            .map(|(i, (r, policy))| Route {
                 metrics_slot: metrics_slots.get(i).copied().unwrap_or(0),
                 name: r.name.clone(),
                 host: r.host.as_deref().map(|h| without_port(h).to_owned()),
@@ -42,6 +56,7 @@ impl Router {
                 upstream: upstream_index(&r.upstream),
                 max_body_bytes: r.max_body_bytes,
                 upgrades: r.upgrades.clone(),
+                policy,
             })
             .collect();
         Self { routes }
@@ -88,6 +103,9 @@ mod tests {
             upstream: name.into(),
             max_body_bytes: None,
             upgrades: vec!["websocket".into()],
+            retry: None,
+            hedge: None,
+            max_buffered_body: 0,
         }
     }
 
@@ -97,7 +115,7 @@ mod tests {
             route("static", None, "/static/"),
             route("fallback", None, "/"),
         ];
-        Router::new(&routes, &[1, 2, 3], |name| {
+        Router::new(&routes, &[1, 2, 3], Vec::new(), |name| {
             ["api", "static", "fallback"]
                 .iter()
                 .position(|n| *n == name)
@@ -119,7 +137,7 @@ mod tests {
     #[test]
     fn no_route_when_nothing_matches() {
         let routes = [route("api", Some("api.test"), "/")];
-        let r = Router::new(&routes, &[1], |_| 0);
+        let r = Router::new(&routes, &[1], Vec::new(), |_| 0);
         assert!(r.find(Some("else.test"), "/").is_none());
         assert!(r.find(None, "/").is_none());
     }

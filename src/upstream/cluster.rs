@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::Response;
-use hyper::body::Incoming;
 use rustls::pki_types::ServerName;
 
+use super::budget::Budget;
 use super::connect::{Connector, UpstreamIo, UpstreamTls};
 use super::error::UpstreamError;
 use super::exchange::{self, Exchange};
 use super::h1::EncodedRequest;
 use super::pool::Pool;
+use super::upload::UploadBody;
 use crate::balance::{self, Balance, Ejector, InFlight, Load};
 use crate::config;
 use crate::metrics::ClusterCounters;
@@ -84,10 +85,9 @@ impl Backend {
         &self,
         request: EncodedRequest,
         headers: http::HeaderMap,
-        body: Incoming,
+        body: Option<UploadBody>,
         sent: std::time::Instant,
         response_timeout: std::time::Duration,
-        max_body: Option<u64>,
         in_flight: InFlight,
     ) -> impl std::future::Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send + 'static {
         exchange::send(
@@ -97,7 +97,6 @@ impl Backend {
             body,
             sent,
             response_timeout,
-            max_body,
             in_flight,
         )
     }
@@ -121,6 +120,8 @@ pub struct Cluster {
     connect_timeout: std::time::Duration,
     /// What `backends` were made from, in their order.
     endpoints: Vec<Endpoint>,
+    /// The extra attempts (retries and hedges) its routes may add.
+    pub budget: Budget,
 }
 
 /// A backend's address, and the DNS name it was resolved from, if any.
@@ -230,6 +231,7 @@ impl Cluster {
             definition: upstream.clone(),
             connect_timeout: timeouts.connect,
             endpoints: endpoints.to_vec(),
+            budget: Budget::new(&upstream.budget),
         }
     }
 
@@ -264,6 +266,28 @@ impl Cluster {
                 in_rotation[balance::pick(&*self.balancer, &loads)]
             }
         };
+        Some(Picked {
+            index,
+            in_flight: self.loads[index].start(),
+        })
+    }
+
+    /// A backend for another attempt of a request already sent to each of
+    /// `tried`, chosen by the cluster's policy among the others in
+    /// rotation. When none is left: for a retry (`may_repeat`), any
+    /// backend, as [`Cluster::pick`] would choose; for a hedge, `None`.
+    pub fn pick_other(&self, tried: &[usize], may_repeat: bool) -> Option<Picked> {
+        let now = tokio::time::Instant::now;
+        let in_rotation = self
+            .ejector
+            .in_rotation(now)
+            .unwrap_or_else(|| (0..self.backends.len()).collect());
+        let others: Vec<usize> = in_rotation.into_iter().filter(|i| !tried.contains(i)).collect();
+        if others.is_empty() {
+            return if may_repeat { self.pick() } else { None };
+        }
+        let loads: Vec<Arc<Load>> = others.iter().map(|&i| self.loads[i].clone()).collect();
+        let index = others[balance::pick(&*self.balancer, &loads)];
         Some(Picked {
             index,
             in_flight: self.loads[index].start(),

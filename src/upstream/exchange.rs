@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::error::UpstreamError;
@@ -34,7 +33,7 @@ use crate::balance::InFlight;
 ///
 /// The returned [`Exchange`] must travel with the response: it streams the
 /// body, drives the connection and returns it to the pool when the body
-/// ends. A body over `max_body` bytes fails the exchange with
+/// ends. A body over its route's limit fails the exchange with
 /// [`UpstreamError::Http`] caused by [`super::upload::TooLarge`].
 ///
 /// The outcome goes to `in_flight`, the backend's load: the time to the
@@ -45,18 +44,16 @@ use crate::balance::InFlight;
 /// A plain function returning an `async` block rather than an `async fn`,
 /// which would keep each argument twice (as argument, and as the local it
 /// is moved into) in a future that every request moves.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::manual_async_fn)]
 pub fn send(
     pool: Arc<Pool>,
     request: EncodedRequest,
     headers: http::HeaderMap,
-    body: Incoming,
+    body: Option<UploadBody>,
     sent: std::time::Instant,
     response_timeout: Duration,
-    max_body: Option<u64>,
     in_flight: InFlight,
 ) -> impl Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send + 'static {
-    let body = (!body.is_end_stream()).then(|| UploadBody::new(body, max_body));
     async move {
         let now = Instant::from_std(sent);
         let outcome = async {

@@ -13,10 +13,12 @@
 //! - [`h1`]: the HTTP/1.1 codec, generic over the connection;
 //! - [`upload`]: the client's request body on its way up, with the route's
 //!   size limit;
+//! - [`budget`]: how many extra attempts (retries, hedges) a cluster takes;
 //! - [`error`]: why an exchange failed, typed;
 //! - [`health`]: active health checks, off the request path;
 //! - [`metrics`]: each backend's state, read when `/metrics` is scraped.
 
+pub mod budget;
 pub mod cluster;
 pub mod connect;
 pub mod dns;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::raw_backend::{write, Act, RawBackend, OK};
-use crate::support::{config, raw_exchange, status_of, Kind, Proxy};
+use crate::support::{config, get_text, metric, raw_exchange, status_of, Kind, Proxy};
 
 fn get_with(field: &str) -> Vec<u8> {
     format!("GET / HTTP/1.1\r\nHost: a\r\n{field}\r\nConnection: close\r\n\r\n").into_bytes()
@@ -27,6 +27,9 @@ async fn a_passed_or_malformed_deadline_never_reaches_the_backend() {
         assert_eq!(status_of(&answer), Some(400), "{malformed}: {answer}");
     }
     assert!(backend.requests().is_empty(), "no request reached the backend");
+    let (_, exposition) = get_text(proxy.admin.expect("admin listener"), "/metrics", None).await;
+    let exceeded = metric(&exposition, "tailcut_deadline_exceeded_total", &[("route", "all")]);
+    assert_eq!(exceeded, Some(1.0), "{exposition}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,5 +31,6 @@ mod h2spec;
 mod heap;
 mod reload;
 mod restart;
+mod retry;
 mod support;
 mod tls;

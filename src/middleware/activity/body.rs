@@ -72,4 +72,8 @@ impl<B: Labelled> Labelled for TrackedBody<B> {
     fn ended_at(&self) -> Option<std::time::Instant> {
         self.inner.ended_at()
     }
+
+    fn marks(&self) -> crate::metrics::Marks {
+        self.inner.marks()
+    }
 }

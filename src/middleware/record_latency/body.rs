@@ -72,6 +72,7 @@ fn record<B: Labelled>(
         total: now.duration_since(started),
         upstream: inner.upstream_time(),
         bytes,
+        marks: inner.marks(),
     };
     metrics.record(&exchange);
 }

@@ -42,7 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use super::upload::{UploadBody, UploadError};
-pub use request::EncodedRequest;
+pub use request::{is_idempotent, EncodedRequest};
 use response::{Head, ResponseBody, Step};
 
 /// Read buffer reserved for a response head, and the most bytes read at once

@@ -78,7 +78,7 @@ impl EncodedRequest {
 
 /// Methods whose request may be sent twice with the effect of once
 /// (RFC 9110 section 9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE

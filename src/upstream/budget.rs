@@ -1,0 +1,211 @@
+//! The retry budget: how many extra attempts (retries and hedges) a cluster
+//! takes, whoever asks. Like Finagle's and linkerd's, it is a share of the
+//! requests over a window (`percent`), plus a floor per second
+//! (`min_per_second`) so that quiet routes may still retry, plus a cap on
+//! extra attempts at once (`max_concurrent`), which counts a retry from
+//! the moment it is allowed, through its backoff, to its end: a burst of
+//! failures cannot all retry at once.
+//!
+//! Counting is lock-free: the window is a ring of ten slots of atomics, one
+//! per tenth of it, cleared as the ring comes round. A slot cleared while
+//! another thread counts into it may lose that one count; a budget is an
+//! estimate, and a lock per request would cost more than the error.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config;
+
+/// Counts of two kinds of events over a sliding window.
+#[derive(Debug)]
+pub struct Window {
+    slots: [Slot; SLOTS],
+    /// The clock's zero.
+    start: Instant,
+    /// The width of one slot, in microseconds.
+    slot_us: u64,
+}
+
+const SLOTS: usize = 10;
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// Which turn of the ring it counts (its start over `slot_us`), plus one.
+    turn: AtomicU64,
+    counts: [AtomicU64; 2],
+}
+
+/// What a [`Window`] counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    /// A request (its first attempt).
+    Request = 0,
+    /// An extra attempt.
+    Extra = 1,
+}
+
+impl Window {
+    /// A window of `length`, counted from `start`.
+    pub fn new(length: Duration, start: Instant) -> Self {
+        Window {
+            slots: Default::default(),
+            start,
+            slot_us: (length.as_micros() as u64 / SLOTS as u64).max(1),
+        }
+    }
+
+    fn turn(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_micros() as u64 / self.slot_us + 1
+    }
+
+    /// Counts one `event` at `now`.
+    pub fn add(&self, event: Event, now: Instant) {
+        let turn = self.turn(now);
+        let slot = &self.slots[(turn % SLOTS as u64) as usize];
+        let seen = slot.turn.load(Ordering::Acquire);
+        if seen != turn
+            && slot
+                .turn
+                .compare_exchange(seen, turn, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for count in &slot.counts {
+                count.store(0, Ordering::Release);
+            }
+        }
+        slot.counts[event as usize].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The `event`s counted over the window that ends at `now`.
+    pub fn sum(&self, event: Event, now: Instant) -> u64 {
+        let turn = self.turn(now);
+        self.slots
+            .iter()
+            .filter(|slot| {
+                let seen = slot.turn.load(Ordering::Acquire);
+                seen + (SLOTS as u64) > turn && seen <= turn
+            })
+            .map(|slot| slot.counts[event as usize].load(Ordering::Acquire))
+            .sum()
+    }
+}
+
+/// A cluster's budget of extra attempts.
+#[derive(Debug)]
+pub struct Budget {
+    window: Window,
+    /// Extra attempts allowed per request, in percent.
+    percent: u64,
+    /// Extra attempts allowed over the window whatever the traffic.
+    reserve: u64,
+    in_flight: Arc<AtomicUsize>,
+    max_concurrent: usize,
+}
+
+/// An extra attempt the budget allowed; it counts against `max_concurrent`
+/// until dropped.
+#[derive(Debug)]
+pub struct Extra {
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Extra {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Budget {
+    /// The budget `config` describes, its window starting now.
+    pub fn new(config: &config::Budget) -> Self {
+        Budget {
+            window: Window::new(config.window, Instant::now()),
+            percent: u64::from(config.percent),
+            reserve: u64::from(config.min_per_second) * config.window.as_secs().max(1),
+            in_flight: Arc::default(),
+            max_concurrent: config.max_concurrent.get(),
+        }
+    }
+
+    /// Counts a request that may be retried or hedged (only those deposit:
+    /// a route without either policy pays nothing for the budget).
+    pub fn deposit(&self, now: Instant) {
+        self.window.add(Event::Request, now);
+    }
+
+    /// An extra attempt, if the budget has room for one now; counted as
+    /// spent when it does.
+    pub fn withdraw(&self, now: Instant) -> Option<Extra> {
+        let requests = self.window.sum(Event::Request, now);
+        let extras = self.window.sum(Event::Extra, now);
+        if (extras + 1) * 100 > requests * self.percent + self.reserve * 100 {
+            return None;
+        }
+        let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let extra = Extra {
+            in_flight: self.in_flight.clone(),
+        };
+        if previous >= self.max_concurrent {
+            return None;
+        }
+        self.window.add(Event::Extra, now);
+        Some(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+
+    fn budget(percent: u32, min_per_second: u32, max_concurrent: usize) -> Budget {
+        Budget::new(&config::Budget {
+            percent,
+            window: Duration::from_secs(10),
+            min_per_second,
+            max_concurrent: NonZeroUsize::new(max_concurrent).expect("non-zero"),
+        })
+    }
+
+    #[test]
+    fn extras_are_a_share_of_requests_plus_a_reserve() {
+        let budget = budget(20, 1, 1000);
+        let now = budget.window.start;
+        for _ in 0..100 {
+            budget.deposit(now);
+        }
+        // 20% of 100, plus 1 per second over 10 s.
+        let allowed: Vec<Extra> = std::iter::from_fn(|| budget.withdraw(now)).take(1000).collect();
+        assert_eq!(allowed.len(), 30);
+    }
+
+    #[test]
+    fn a_window_forgets_what_is_older_than_it() {
+        let budget = budget(100, 0, 1000);
+        let start = budget.window.start;
+        for _ in 0..10 {
+            budget.deposit(start);
+        }
+        assert_eq!(budget.window.sum(Event::Request, start + Duration::from_secs(9)), 10);
+        assert_eq!(budget.window.sum(Event::Request, start + Duration::from_secs(11)), 0);
+        assert!(budget.withdraw(start + Duration::from_secs(11)).is_none());
+        // A slot reused on the ring's next turn starts from zero.
+        budget.deposit(start + Duration::from_secs(10));
+        assert_eq!(budget.window.sum(Event::Request, start + Duration::from_secs(10)), 1);
+    }
+
+    #[test]
+    fn extras_at_once_are_capped_until_they_end() {
+        let budget = budget(100, 100, 2);
+        let now = budget.window.start;
+        let first = budget.withdraw(now).expect("room");
+        let _second = budget.withdraw(now).expect("room");
+        assert!(budget.withdraw(now).is_none(), "a third at once");
+        drop(first);
+        assert!(budget.withdraw(now).is_some(), "room again once one ended");
+    }
+}
