@@ -179,6 +179,9 @@ pub struct BackendConfig {
     /// When set, `status` and `delay` apply only from the first to the
     /// second offset after the epoch; 200 at once otherwise.
     pub window: Option<(Duration, Duration)>,
+    /// The share of requests (0 to 1) that get `status` and `delay`, drawn
+    /// at random; the others get 200 at once.
+    pub share: f64,
 }
 
 /// Parses `--window START..END`, e.g. `4s..8s`.
@@ -267,7 +270,8 @@ async fn answer(state: &State, uri: &http::Uri, body: Bytes) -> Response<Full<By
     }
     state.served.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(body));
-    if state.faulty() {
+    let drawn = state.config.share >= 1.0 || RNG.with(|rng| rng.borrow_mut().gen_bool(state.config.share));
+    if drawn && state.faulty() {
         let delay = RNG.with(|rng| state.config.delay.sample(&mut *rng.borrow_mut()));
         if !delay.is_zero() {
             wait_until(Instant::now() + delay).await;
@@ -321,6 +325,7 @@ mod tests {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 delay: Delay::Fixed(Duration::ZERO),
                 window: Some((Duration::from_secs(1), Duration::from_secs(2))),
+                share: 1.0,
             },
             epoch: Mutex::new(Instant::now()),
             served: AtomicU64::new(0),

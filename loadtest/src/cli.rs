@@ -197,6 +197,10 @@ pub struct BackendArgs {
     /// 200 at once outside it.
     #[arg(long)]
     pub window: Option<String>,
+    /// Answer --status (and wait --delay) for this share of requests only,
+    /// drawn at random (0 to 1); 200 at once for the others.
+    #[arg(long, default_value_t = 1.0)]
+    pub share: f64,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,

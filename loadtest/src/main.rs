@@ -177,6 +177,7 @@ fn backend_command(args: BackendArgs) -> anyhow::Result<u8> {
             status,
             delay,
             window,
+            share: args.share.clamp(0.0, 1.0),
         },
     )
     .with_context(|| format!("backend on {}", args.listen))?;

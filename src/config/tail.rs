@@ -178,8 +178,8 @@ pub struct Budget {
     /// The window requests and extra attempts are counted over.
     #[serde(serialize_with = "as_humantime")]
     pub window: Duration,
-    /// Extra attempts allowed per second of `window` whatever the traffic,
-    /// so that a quiet route can still retry.
+    /// Extra attempts allowed per second beyond the share (at most one
+    /// second's worth at once), so that a quiet route can still retry.
     pub min_per_second: u32,
     /// The most extra attempts in flight (or waiting to retry) at once.
     pub max_concurrent: NonZeroUsize,

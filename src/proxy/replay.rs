@@ -40,6 +40,10 @@ use crate::upstream::{Exchange, Picked, UpstreamError};
 /// its method may be sent again (draft-ietf-httpapi-idempotency-key-header).
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// `grpc-retry-pushback-ms`: a backend's word on retrying; negative means
+/// do not.
+static GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
 /// A route's retry and hedge policies, with what they keep between
 /// requests.
 #[derive(Debug)]
@@ -251,7 +255,12 @@ impl Replay {
         match outcome {
             Ok((response, _)) => {
                 let status = response.status().as_u16();
-                let allowed = on.status(status) && (status != 504 || idempotent);
+                // gRPC's "do not retry": a negative pushback (gRFC A6).
+                let pushed_back = response
+                    .headers()
+                    .get(&GRPC_RETRY_PUSHBACK_MS)
+                    .is_some_and(|value| value.as_bytes().starts_with(b"-"));
+                let allowed = on.status(status) && (status != 504 || idempotent) && !pushed_back;
                 allowed.then_some(match status {
                     502 => "502",
                     503 => "503",

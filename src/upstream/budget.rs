@@ -1,10 +1,17 @@
 //! The retry budget: how many extra attempts (retries and hedges) a cluster
 //! takes, whoever asks. Like Finagle's and linkerd's, it is a share of the
-//! requests over a window (`percent`), plus a floor per second
-//! (`min_per_second`) so that quiet routes may still retry, plus a cap on
+//! requests over a window (`percent`), plus a reserve refilled at
+//! `min_per_second` so that quiet routes may still retry, plus a cap on
 //! extra attempts at once (`max_concurrent`), which counts a retry from
 //! the moment it is allowed, through its backoff, to its end: a burst of
 //! failures cannot all retry at once.
+//!
+//! The reserve is a rate with one second's worth of burst, not a count per
+//! window (Finagle's `minRetriesPerSec` x TTL): a count per window comes
+//! back whole as the window slides past the burst that spent it, so over
+//! a window's length the reserve could be spent twice. With a rate, over
+//! any span of T seconds the extra attempts are at most `percent` of the
+//! requests plus `min_per_second` x (T + 1).
 //!
 //! Counting is lock-free: the window is a ring of ten slots of atomics, one
 //! per tenth of it, cleared as the ring comes round. A slot cleared while
@@ -99,8 +106,12 @@ pub struct Budget {
     window: Window,
     /// Extra attempts allowed per request, in percent.
     percent: u64,
-    /// Extra attempts allowed over the window whatever the traffic.
-    reserve: u64,
+    /// The reserve: when its next token is due, microseconds since the
+    /// window's start (a token is available while this is at most one
+    /// second ahead of now).
+    reserve_due: AtomicU64,
+    /// Microseconds between reserve tokens; `None`: no reserve.
+    reserve_every: Option<u64>,
     in_flight: Arc<AtomicUsize>,
     max_concurrent: usize,
 }
@@ -124,7 +135,8 @@ impl Budget {
         Budget {
             window: Window::new(config.window, Instant::now()),
             percent: u64::from(config.percent),
-            reserve: u64::from(config.min_per_second) * config.window.as_secs().max(1),
+            reserve_due: AtomicU64::new(0),
+            reserve_every: (config.min_per_second > 0).then(|| 1_000_000 / u64::from(config.min_per_second)),
             in_flight: Arc::default(),
             max_concurrent: config.max_concurrent.get(),
         }
@@ -141,7 +153,7 @@ impl Budget {
     pub fn withdraw(&self, now: Instant) -> Option<Extra> {
         let requests = self.window.sum(Event::Request, now);
         let extras = self.window.sum(Event::Extra, now);
-        if (extras + 1) * 100 > requests * self.percent + self.reserve * 100 {
+        if (extras + 1) * 100 > requests * self.percent && !self.take_reserve(now) {
             return None;
         }
         let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -153,6 +165,27 @@ impl Budget {
         }
         self.window.add(Event::Extra, now);
         Some(extra)
+    }
+}
+
+impl Budget {
+    /// Takes a token from the reserve, if one is due by `now` (the reserve
+    /// refills at `min_per_second`, and holds at most one second's worth).
+    /// A virtual-scheduling bucket (GCRA): one atomic, no lock.
+    fn take_reserve(&self, now: Instant) -> bool {
+        let Some(every) = self.reserve_every else {
+            return false;
+        };
+        let now = now.saturating_duration_since(self.window.start).as_micros() as u64;
+        // How far ahead of now the next token may be due: one second's
+        // worth of tokens at once, no more.
+        let tolerance = 1_000_000u64.saturating_sub(every);
+        self.reserve_due
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |due| {
+                let due = due.max(now);
+                (due <= now + tolerance).then_some(due + every)
+            })
+            .is_ok()
     }
 }
 
@@ -173,14 +206,36 @@ mod tests {
 
     #[test]
     fn extras_are_a_share_of_requests_plus_a_reserve() {
-        let budget = budget(20, 1, 1000);
-        let now = budget.window.start;
+        let budget = budget(20, 10, 1000);
+        let start = budget.window.start;
         for _ in 0..100 {
-            budget.deposit(now);
+            budget.deposit(start);
         }
-        // 20% of 100, plus 1 per second over 10 s.
-        let allowed: Vec<Extra> = std::iter::from_fn(|| budget.withdraw(now)).take(1000).collect();
+        // 20% of 100, plus the reserve's one second's worth at 10 per second.
+        let allowed: Vec<Extra> = std::iter::from_fn(|| budget.withdraw(start)).take(1000).collect();
         assert_eq!(allowed.len(), 30);
+        // The reserve refills at 10 per second, and never holds more than
+        // one second's worth: 5 after half a second, 10 after five.
+        let later = |ms| start + Duration::from_millis(ms);
+        let taken = |at| std::iter::from_fn(|| budget.withdraw(at)).take(1000).count();
+        assert_eq!(taken(later(500)), 5);
+        assert_eq!(taken(later(5500)), 10);
+    }
+
+    #[test]
+    fn a_window_long_failure_gets_its_share_and_the_reserve_rate_no_more() {
+        // 100 requests a second for 30 s, every one failing and asking for a
+        // retry: 20% of them, plus 10 per second, plus one second's burst.
+        let budget = budget(20, 10, 1000);
+        let start = budget.window.start;
+        let mut allowed = 0;
+        for ms in (0..30_000).step_by(10) {
+            let now = start + Duration::from_millis(ms);
+            budget.deposit(now);
+            allowed += usize::from(budget.withdraw(now).is_some());
+        }
+        assert!(allowed <= 3000 / 5 + 10 * 31, "{allowed}");
+        assert!(allowed >= 3000 / 5, "{allowed}");
     }
 
     #[test]

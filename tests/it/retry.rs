@@ -71,12 +71,20 @@ async fn a_failed_request_is_retried_on_the_other_backend() {
     let refused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let refused_addr = refused.local_addr().expect("addr");
     drop(refused);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    // A budget that refuses nothing: this test is about where retries go.
+    let access_log = format!(
+        "[upstreams.app.budget]\npercent = 100\nmin_per_second = 1000\n\
+         [access_log]\nenabled = true\npath = \"{}\"\n",
+        log.display()
+    );
     let proxy = Proxy::start(
         Kind::Tailcut,
         &config(
             &[failing.addr, healthy.addr, refused_addr],
             "[routes.retry]\nattempts = 3\n",
-            "",
+            &access_log,
         ),
     );
     for id in 0..30 {
@@ -100,6 +108,25 @@ async fn a_failed_request_is_retried_on_the_other_backend() {
     };
     assert_eq!(retried("503"), Some(ids.len() as f64), "{exposition}");
     assert!(retried("connect-failure").is_some_and(|n| n >= 5.0), "{exposition}");
+    // The access log marks each retried request with its retries.
+    let marked = access_log_lines(&log, 30)
+        .iter()
+        .filter(|line| line["retries"].as_u64().is_some_and(|n| n >= 1))
+        .count();
+    assert!(marked >= ids.len(), "{marked} lines marked retried");
+}
+
+/// The access log's first `n` lines, parsed, waiting up to 5 s for them.
+fn access_log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +138,8 @@ async fn unsafe_methods_and_large_bodies_are_sent_once() {
         &config(
             &[failing.addr, healthy.addr],
             "max_buffered_body = 16\n[routes.retry]\n",
-            "",
+            // A budget that refuses nothing: this test is about eligibility.
+            "[upstreams.app.budget]\npercent = 100\nmin_per_second = 1000\n",
         ),
     );
     // POST without Idempotency-Key: the failing backend's 503 goes to the client.
@@ -133,6 +161,23 @@ async fn unsafe_methods_and_large_bodies_are_sent_once() {
     // A small PUT is idempotent: retried.
     let small = statuses(&proxy, &request("PUT", "", "small"), 10).await;
     assert!(small.iter().all(|&s| s == 200), "{small:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_says_do_not_retry_is_not_retried() {
+    let pushing_back = RawBackend::start(|_| {
+        vec![write(
+            "HTTP/1.1 503 Service Unavailable\r\ngrpc-retry-pushback-ms: -1\r\nContent-Length: 0\r\n\r\n",
+        )]
+    })
+    .await;
+    let healthy = RawBackend::start(|_| vec![write(OK)]).await;
+    let proxy = Proxy::start(
+        Kind::Tailcut,
+        &config(&[pushing_back.addr, healthy.addr], "[routes.retry]\n", ""),
+    );
+    let got = statuses(&proxy, &request("GET", "", ""), 10).await;
+    assert_eq!(got.iter().filter(|&&s| s == 503).count(), 5, "{got:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

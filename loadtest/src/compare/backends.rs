@@ -46,14 +46,17 @@ impl Backends {
                 size.clone(),
                 "--delay".to_owned(),
                 scenario.backend.delay.clone(),
+                "--status".to_owned(),
+                scenario.backend.status.to_string(),
             ];
             if let Some(faulty) = faulty.filter(|_| index == 0) {
                 match faulty.mode {
                     // Its port was free and stays free: connections are refused.
                     FaultMode::Refusing => continue,
                     FaultMode::Slow => args[6] = faulty.delay.clone(),
-                    FaultMode::Failing => args.extend(["--status".to_owned(), faulty.status.to_string()]),
+                    FaultMode::Failing => args[8] = faulty.status.to_string(),
                 }
+                args.extend(["--share".to_owned(), faulty.share.to_string()]);
                 if let Some(window) = &faulty.window {
                     args.extend(["--window".to_owned(), window.clone()]);
                 }

@@ -41,6 +41,21 @@ pub struct Figures {
     /// the first second whose p99 is back within twice the target's own
     /// level before the fault; `None` if not within the window.
     pub recovery_s: Vec<Option<u64>>,
+    /// Per trial: requests the backends served over requests the client
+    /// sent (retries and hedges show as more than 1), in thousandths;
+    /// empty for `direct`.
+    pub upstream_ratio: Vec<u64>,
+}
+
+/// The target every other is compared with: tailcut with the scenario's
+/// tail-control feature on, if it shows one, else tailcut's default.
+pub fn base(setup: &Setup) -> &str {
+    setup
+        .targets
+        .iter()
+        .map(|(target, _)| target.as_str())
+        .find(|target| *target == "tailcut-hedging" || *target == "tailcut-retries")
+        .unwrap_or("tailcut")
 }
 
 /// The rule [`recovery`] applies, for the page.
@@ -84,6 +99,17 @@ pub fn figures(results: &Results) -> Vec<Figures> {
                     Vec::new()
                 } else {
                     served.iter().map(|&n| n as f64 / total as f64).collect()
+                },
+                upstream_ratio: if target == "direct" {
+                    Vec::new()
+                } else {
+                    trials
+                        .iter()
+                        .filter_map(|t| {
+                            let served: u64 = t.backends_served.as_ref()?.iter().sum();
+                            (t.result.sent > 0).then(|| served * 1000 / t.result.sent)
+                        })
+                        .collect()
                 },
                 recovery_s: match window {
                     Some((start, end)) => trials
@@ -129,6 +155,11 @@ fn spread(values: &[u64], format: impl Fn(u64) -> String) -> String {
     }
 }
 
+/// Thousandths as a ratio: `1.042`.
+fn ratio_text(thousandths: u64) -> String {
+    format!("{}.{:03}", thousandths / 1000, thousandths % 1000)
+}
+
 fn shares_text(shares: &[f64]) -> String {
     if shares.is_empty() {
         return "-".to_owned();
@@ -148,28 +179,37 @@ fn recovery_text(recovery: &[Option<u64>]) -> String {
         .join(", ")
 }
 
-/// tailcut (its default policy) against every other target at p99 and
-/// p99.9: `(target, [(quantile, verdict)])`, 95% bootstrap intervals over
-/// valid trials, as the tailcut-against-Go verdicts are drawn.
+/// The [`base`] target against every other at p99 and p99.9 (and p50 and
+/// p99.99 in a tail-control scenario): `(target, [(quantile, verdict)])`,
+/// 95% bootstrap intervals over valid trials, as the tailcut-against-Go
+/// verdicts are drawn.
 pub fn verdicts(results: &Results) -> Vec<(String, Vec<(f64, String)>)> {
     let Some(setup) = &results.balancing else {
         return Vec::new();
     };
-    let tailcut = super::valid_histograms(&results.trials, "tailcut");
+    let base = base(setup);
+    // A tail-control scenario is read across the whole distribution: what
+    // the feature buys at the tail, and what it costs at the median.
+    let quantiles: &[f64] = if base == "tailcut" {
+        &[0.99, 0.999]
+    } else {
+        &[0.5, 0.99, 0.999, 0.9999]
+    };
+    let tailcut = super::valid_histograms(&results.trials, base);
     setup
         .targets
         .iter()
         .map(|(target, _)| target)
-        .filter(|target| *target != "tailcut" && *target != "direct")
+        .filter(|target| *target != base && *target != "direct")
         .map(|target| {
             let other = super::valid_histograms(&results.trials, target);
-            let verdicts = [0.99, 0.999]
+            let verdicts = quantiles
                 .iter()
                 .enumerate()
                 .map(|(i, &q)| {
                     (
                         q,
-                        super::stats::compare(&tailcut, &other, q, 17 + i as u64).describe("tailcut", target),
+                        super::stats::compare(&tailcut, &other, q, 17 + i as u64).describe(base, target),
                     )
                 })
                 .collect();
@@ -197,11 +237,12 @@ pub fn text(results: &Results) -> String {
     for figure in figures(results) {
         let _ = writeln!(
             out,
-            "{:<22} p99 {:<28} p99.9 {:<28} failed/trial {:<12} backend shares {}{}",
+            "{:<22} p99 {:<28} p99.9 {:<28} failed/trial {:<12} upstream/client {:<18} backend shares {}{}",
             figure.target,
             spread(&figure.p99, format_micros),
             spread(&figure.p999, format_micros),
             spread(&figure.failed, |n| n.to_string()),
+            spread(&figure.upstream_ratio, ratio_text),
             shares_text(&figure.shares),
             if windowed && figure.target != "direct" {
                 format!("; recovered after {}", recovery_text(&figure.recovery_s))
@@ -212,7 +253,8 @@ pub fn text(results: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "\ntailcut (peak_ewma) against each target (95% bootstrap intervals over valid trials):"
+        "\n{} against each target (95% bootstrap intervals over valid trials):",
+        base(setup)
     );
     for (target, verdicts) in verdicts(results) {
         for (quantile, verdict) in verdicts {
@@ -228,11 +270,14 @@ pub fn html(page: &mut String, results: &Results) {
         return;
     };
     let escape = super::report::escape;
+    let heading = match &setup.faulty {
+        Some(_) => format!("one faulty backend of {}", setup.backends),
+        None => format!("{} backends", setup.backends),
+    };
     let _ = writeln!(
         page,
-        "<h2>Balancing: one faulty backend of {}</h2>\n<p>Backend 0 {}. Every target forwards to all {} \
+        "<h2>Balancing: {heading}</h2>\n<p>Backend 0 {}. Every target forwards to all {} \
          backends and balances as its users would have it:</p><ul>",
-        setup.backends,
         escape(
             &setup
                 .faulty
@@ -247,8 +292,10 @@ pub fn html(page: &mut String, results: &Results) {
     let windowed = setup.faulty.as_ref().and_then(Faulty::window).is_some();
     page.push_str(
         "</ul>\n<p>Per trial (every round, valid or not): p99 and p99.9 as median (least-most) over the \
-         rounds; failed requests (5xx answers and connection errors, warm-up included); each backend's \
-         share of the requests the target sent, backend 0 first. The proxies keep their state from \
+         rounds; failed requests (5xx answers and connection errors, warm-up included); the requests \
+         the backends served over those the client sent (retries and hedges count at the backends; \
+         HAProxy's health checks too, a few per second); each backend's share of the requests the \
+         target sent, backend 0 first. The proxies keep their state from \
          trial to trial, as they would in production: an ejection may outlast a trial.</p>\n",
     );
     let recovered = if windowed {
@@ -258,16 +305,17 @@ pub fn html(page: &mut String, results: &Results) {
     };
     let _ = writeln!(
         page,
-        "<table><tr><th>target</th><th>p99</th><th>p99.9</th><th>failed per trial</th><th>backend shares</th>{recovered}</tr>"
+        "<table><tr><th>target</th><th>p99</th><th>p99.9</th><th>failed per trial</th><th>upstream / client requests</th><th>backend shares</th>{recovered}</tr>"
     );
     for figure in figures(results) {
         let _ = writeln!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
             escape(&figure.target),
             spread(&figure.p99, format_micros),
             spread(&figure.p999, format_micros),
             spread(&figure.failed, |n| n.to_string()),
+            spread(&figure.upstream_ratio, ratio_text),
             shares_text(&figure.shares),
             if windowed {
                 format!(
@@ -283,9 +331,10 @@ pub fn html(page: &mut String, results: &Results) {
             }
         );
     }
-    page.push_str(
-        "</table>\n<p>tailcut (its default policy, peak_ewma) against each target, 95% bootstrap \
-         intervals over valid trials:</p>\n<ul>",
+    let _ = writeln!(
+        page,
+        "</table>\n<p>{} against each target, 95% bootstrap intervals over valid trials:</p>\n<ul>",
+        base(setup)
     );
     for (target, verdicts) in verdicts(results) {
         for (quantile, verdict) in verdicts {

@@ -271,7 +271,7 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
                 .iter()
                 .map(|p| p.target)
                 .chain([Target::Direct])
-                .map(|t| (t.name().to_owned(), t.balancing().to_owned()))
+                .map(|t| (t.name().to_owned(), t.describe(scenario.tail)))
                 .collect(),
         }),
     };
@@ -310,13 +310,14 @@ fn start_targets(
     plan: &CpuPlan,
 ) -> Result<Vec<Proxy>, CompareError> {
     let threads = scenario.proxy_threads.to_string();
-    let policies: &[Policy] = if backends.several() {
-        &Policy::ALL
-    } else {
-        &[Policy::PeakEwma]
+    let tailcuts: Vec<Target> = match scenario.tail {
+        // The feature off (tailcut's defaults), then on.
+        Some(feature) => vec![Target::Tailcut(Policy::PeakEwma), Target::TailcutWith(feature)],
+        None if backends.several() => Policy::ALL.iter().map(|&p| Target::Tailcut(p)).collect(),
+        None => vec![Target::Tailcut(Policy::PeakEwma)],
     };
     let mut proxies = Vec::new();
-    for target in policies.iter().map(|&p| Target::Tailcut(p)).chain([Target::GoProxy]) {
+    for target in tailcuts.into_iter().chain([Target::GoProxy]) {
         let binary = match target {
             Target::GoProxy => &binaries.goproxy,
             _ => &binaries.tailcut,
@@ -336,7 +337,15 @@ fn start_targets(
             eprintln!("{name} is not installed: no {name} column");
             continue;
         };
-        match targets::start_reference(reference, &binary, &backends.addrs, scenario.proxy_threads, out, plan) {
+        match targets::start_reference(
+            reference,
+            &binary,
+            &backends.addrs,
+            scenario.proxy_threads,
+            scenario.tail,
+            out,
+            plan,
+        ) {
             Ok(proxy) => proxies.push(proxy),
             Err(err) => eprintln!("warning: {name} left out: {err}"),
         }

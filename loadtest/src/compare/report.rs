@@ -553,6 +553,7 @@ mod tests {
                 delay: "fixed:50ms".into(),
                 status: 503,
                 window: Some("3s..6s".into()),
+                share: 1.0,
             }),
             targets: ["tailcut", "goproxy", "direct"]
                 .map(|t| (t.to_owned(), format!("{t} balancing")))

@@ -33,6 +33,10 @@ pub struct Scenario {
     /// The idle-connection memory phase.
     #[serde(default)]
     pub idle: Idle,
+    /// The tail-control feature shown: tailcut with it off and on, nginx
+    /// and HAProxy with their nearest equivalent.
+    #[serde(default)]
+    pub tail: Option<TailFeature>,
 }
 
 /// The rate sweep: tailcut and Go at fractions of saturation.
@@ -125,6 +129,10 @@ pub struct Backend {
     /// Service time distribution, as `tailcut-load backend --delay` takes it.
     #[serde(default = "delay")]
     pub delay: String,
+    /// The status every backend answers (200 unless set: 503 for a
+    /// scenario where every backend fails).
+    #[serde(default = "ok_status")]
+    pub status: u16,
 }
 
 impl Default for Backend {
@@ -132,8 +140,24 @@ impl Default for Backend {
         Backend {
             size: size(),
             delay: delay(),
+            status: ok_status(),
         }
     }
+}
+
+fn ok_status() -> u16 {
+    200
+}
+
+/// The tail-control feature a scenario shows: tailcut runs twice, with the
+/// feature off (its defaults) and on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TailFeature {
+    /// `[routes.hedge]` with its defaults.
+    Hedging,
+    /// `[routes.retry]` with its defaults.
+    Retries,
 }
 
 /// Several backends behind every proxy, the first of them faulty: a
@@ -182,6 +206,14 @@ pub struct Faulty {
     /// "4s..7s"; the whole trial when absent.
     #[serde(default)]
     pub window: Option<String>,
+    /// For `slow` and `failing`: the share of its requests (0 to 1, drawn
+    /// at random) that get the delay or the status; all of them unless set.
+    #[serde(default = "all")]
+    pub share: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 /// How the faulty backend misbehaves.
@@ -208,6 +240,13 @@ impl Faulty {
     pub fn describe(&self) -> String {
         let what = match self.mode {
             FaultMode::Slow => format!("answers after {}", self.delay.trim_start_matches("fixed:")),
+            FaultMode::Failing if self.share < 1.0 => {
+                format!(
+                    "answers {} at once to {:.0}% of requests",
+                    self.status,
+                    self.share * 100.0
+                )
+            }
             FaultMode::Failing => format!("answers {} at once", self.status),
             FaultMode::Refusing => "refuses connections".to_owned(),
         };
@@ -345,6 +384,12 @@ impl Scenario {
         }
         if let Err(err) = faulty.delay.parse::<crate::backend::Delay>() {
             return Some(format!("backends.faulty.delay: {err}"));
+        }
+        if !(faulty.share > 0.0 && faulty.share <= 1.0) {
+            return Some(format!(
+                "backends.faulty.share: {} is not above 0 and at most 1",
+                faulty.share
+            ));
         }
         if http::StatusCode::from_u16(faulty.status).is_err() {
             return Some(format!("backends.faulty.status: {} is not a status", faulty.status));

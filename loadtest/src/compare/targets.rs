@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::procs::{self, CpuPlan, Running};
+use super::scenario::TailFeature;
 use super::{setup, CompareError};
 
 /// Connections each proxy accepts: the idle-connection phase's 10,000 and
@@ -23,6 +24,8 @@ pub enum Target {
     /// tailcut with a balancing policy (`PeakEwma`, its default, in the
     /// single-backend comparison).
     Tailcut(Policy),
+    /// tailcut with its default balancing and a tail-control feature on.
+    TailcutWith(TailFeature),
     /// The Go proxy (`loadtest/goproxy`).
     GoProxy,
     /// nginx or HAProxy.
@@ -64,6 +67,8 @@ impl Target {
             Target::Tailcut(Policy::PeakEwma) => "tailcut",
             Target::Tailcut(Policy::LeastRequest) => "tailcut-least_request",
             Target::Tailcut(Policy::RoundRobin) => "tailcut-round_robin",
+            Target::TailcutWith(TailFeature::Hedging) => "tailcut-hedging",
+            Target::TailcutWith(TailFeature::Retries) => "tailcut-retries",
             Target::GoProxy => "goproxy",
             Target::Reference(reference) => reference.name(),
             Target::Direct => "direct",
@@ -76,6 +81,12 @@ impl Target {
             Target::Tailcut(Policy::PeakEwma) => "peak-EWMA P2C (default), outlier ejection",
             Target::Tailcut(Policy::LeastRequest) => "least-request P2C, outlier ejection",
             Target::Tailcut(Policy::RoundRobin) => "round-robin, outlier ejection",
+            Target::TailcutWith(TailFeature::Hedging) => {
+                "peak-EWMA P2C, outlier ejection, [routes.hedge] defaults (auto delay: p95 of first attempts, 2-500 ms; at most 10% hedged; budget 20% + 10/s)"
+            }
+            Target::TailcutWith(TailFeature::Retries) => {
+                "peak-EWMA P2C, outlier ejection, [routes.retry] defaults (one retry on another backend; budget 20% + 10/s)"
+            }
             Target::GoProxy => "round-robin (httputil.ReverseProxy has no other)",
             Target::Reference(Reference::Nginx) => {
                 "least_conn, max_fails=3 fail_timeout=30s, proxy_next_upstream on errors, timeouts, 502-504"
@@ -84,6 +95,23 @@ impl Target {
                 "leastconn, health checks every 1s, observe layer7 (mark down after 5 errors)"
             }
             Target::Direct => "one fast backend, no proxy",
+        }
+    }
+
+    /// [`Target::balancing`], and what it does about failures when the
+    /// scenario shows `tail` (nginx and HAProxy retry once on another
+    /// backend, as tailcut's default retry policy does; neither hedges).
+    pub fn describe(self, tail: Option<TailFeature>) -> String {
+        let balancing = self.balancing();
+        match (self, tail) {
+            (Target::Reference(Reference::Nginx), Some(TailFeature::Retries)) => {
+                format!("{balancing}, proxy_next_upstream_tries 2 (one retry)")
+            }
+            (Target::Reference(Reference::Haproxy), Some(TailFeature::Retries)) => format!(
+                "{balancing}, retries 1, retry-on conn-failure empty-response response-timeout 502 503 504, option redispatch 1"
+            ),
+            (Target::Reference(_), Some(TailFeature::Hedging)) => format!("{balancing}; no hedging"),
+            _ => balancing.to_owned(),
         }
     }
 }
@@ -131,11 +159,16 @@ pub fn start_proxy(
         Target::Tailcut(policy) if backends.len() > 1 => format!("balance = \"{}\"\n", policy.key()),
         _ => String::new(),
     };
+    let tail = match target {
+        Target::TailcutWith(TailFeature::Hedging) => "[routes.hedge]\n",
+        Target::TailcutWith(TailFeature::Retries) => "[routes.retry]\n",
+        _ => "",
+    };
     // Room for the idle-connection phase's connections on top of the limit's default.
     let config = format!(
         "[[listeners]]\nname = \"compare\"\naddress = \"127.0.0.1:{port}\"\nmax_connections = {MAX_CONNECTIONS}\n\n\
          [[routes]]\nname = \"all\"\n\
-         upstream = \"backend\"\n\n[upstreams.backend]\n{balance}backends = [{}]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n",
+         upstream = \"backend\"\n{tail}\n[upstreams.backend]\n{balance}backends = [{}]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n",
         list.join(", ")
     );
     let config_path = out.join(format!("{name}.toml"));
@@ -235,11 +268,13 @@ pub fn start_reference(
     binary: &Path,
     backends: &[SocketAddr],
     threads: usize,
+    tail: Option<TailFeature>,
     out: &Path,
     plan: &CpuPlan,
 ) -> Result<Proxy, CompareError> {
     let port = procs::free_port().map_err(setup("free port"))?;
     let name = reference.name();
+    let retries = tail == Some(TailFeature::Retries);
     let config_path = out.join(format!("{name}.conf"));
     let several = backends.len() > 1;
     let nginx_upstream = {
@@ -256,13 +291,22 @@ pub fn start_reference(
     // nginx counts an answer as a failure toward max_fails only when
     // proxy_next_upstream names it, and then also tries the request on
     // the next server: both are its answer to a failing backend.
-    let next_upstream = if several {
-        "proxy_next_upstream error timeout http_502 http_503 http_504;\n      "
-    } else {
-        ""
+    let next_upstream = match (several, retries) {
+        (true, true) => {
+            "proxy_next_upstream error timeout http_502 http_503 http_504;\n      proxy_next_upstream_tries 2;\n      "
+        }
+        (true, false) => "proxy_next_upstream error timeout http_502 http_503 http_504;\n      ",
+        (false, _) => "",
     };
     let haproxy_backend: Vec<String> = if several {
         let mut lines = vec!["  balance leastconn".to_owned(), "  option httpchk GET /".to_owned()];
+        if retries {
+            lines.extend([
+                "  retries 1".to_owned(),
+                "  retry-on conn-failure empty-response response-timeout 502 503 504".to_owned(),
+                "  option redispatch 1".to_owned(),
+            ]);
+        }
         lines.extend(backends.iter().enumerate().map(|(i, b)| {
             format!("  server b{i} {b} check inter 1s fall 3 rise 2 observe layer7 error-limit 5 on-error mark-down")
         }));
@@ -335,7 +379,8 @@ pub fn start_reference(
     launch(Target::Reference(reference), binary, &args, port, plan, &[], None)
 }
 
-/// Whether one GET through `addr` gets a 200.
+/// Whether one GET through `addr` gets an answer from a backend: any
+/// status (in a scenario where every backend fails, a 503 is the answer).
 pub fn served(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
@@ -349,5 +394,5 @@ pub fn served(addr: SocketAddr) -> bool {
         return false;
     }
     let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 ") && head[9].is_ascii_digit()
 }

@@ -139,17 +139,19 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
 /// Runs `compare` on a tiny balancing scenario (three backends, the first
 /// faulty as `faulty` says) and returns its results and report.
 fn balancing_run(faulty: &str, load: &str) -> (serde_json::Value, String, String) {
+    tiny_run(&format!(
+        "name = \"tiny-balancing\"\n[load]\nrate = 300\nduration = \"2s\"\nconnections = 8\nrounds = 1\n\
+         saturation = \"0s\"\n{load}\n[backends]\ncount = 3\n[backends.faulty]\n{faulty}\n"
+    ))
+}
+
+/// Runs `compare` on the tiny scenario `toml` and returns its results,
+/// report and summary.
+fn tiny_run(toml: &str) -> (serde_json::Value, String, String) {
     let _cpu = crate::support::exclusive_cpu();
     let dir = tempfile::tempdir().expect("temp dir");
     let scenario = dir.path().join("tiny.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "name = \"tiny-balancing\"\n[load]\nrate = 300\nduration = \"2s\"\nconnections = 8\nrounds = 1\n\
-             saturation = \"0s\"\n{load}\n[backends]\ncount = 3\n[backends.faulty]\n{faulty}\n"
-        ),
-    )
-    .expect("write scenario");
+    std::fs::write(&scenario, toml).expect("write scenario");
     let out = dir.path().join("out");
     // A relative --out (from the folder it is relative to) lands there, Go
     // build included.
@@ -175,7 +177,13 @@ fn balancing_run(faulty: &str, load: &str) -> (serde_json::Value, String, String
 /// Every balancing target ran one trial, and the backends' counts of what
 /// each target sent them; `(target, trial)` pairs.
 fn balancing_trials(results: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
-    let mut expected = vec!["tailcut", "tailcut-least_request", "tailcut-round_robin", "goproxy"];
+    trials_of(results, &["tailcut", "tailcut-least_request", "tailcut-round_robin"])
+}
+
+/// The same, for a scenario whose tailcut columns are `tailcuts`.
+fn trials_of(results: &serde_json::Value, tailcuts: &[&str]) -> Vec<(String, serde_json::Value)> {
+    let mut expected = tailcuts.to_vec();
+    expected.push("goproxy");
     // Under CI nginx and HAProxy are installed, and their columns are part
     // of what is tested; elsewhere they join when installed.
     let installed = |name: &str| {
@@ -326,4 +334,84 @@ fn a_refusing_backend_scenario_counts_each_targets_failures() {
             assert!(failed(&trial) <= 5, "{target}: {}", failed(&trial));
         }
     }
+}
+
+/// A tiny scenario showing a tail-control feature: three backends answering
+/// as `backend` says (and the first as `faulty`, if given); tailcut's
+/// columns are its defaults and the feature on. `(trials, summary)`.
+fn tail_run(feature: &str, load: &str, backend: &str, faulty: &str) -> (Vec<(String, serde_json::Value)>, String) {
+    let (results, _, summary) = tiny_run(&format!(
+        "name = \"tiny-{feature}\"\ntail = \"{feature}\"\n[load]\nrate = 300\nduration = \"2s\"\nconnections = 8\n\
+         rounds = 1\nsaturation = \"0s\"\nwarmup = \"0s\"\n{load}\n[backend]\n{backend}\n[backends]\ncount = 3\n{faulty}\n"
+    ));
+    let trials = trials_of(&results, &["tailcut", &format!("tailcut-{feature}")]);
+    assert!(
+        summary.contains(&format!("tailcut-{feature} against each target")),
+        "{summary}"
+    );
+    assert!(summary.contains("upstream/client"), "{summary}");
+    (trials, summary)
+}
+
+fn trial<'a>(trials: &'a [(String, serde_json::Value)], target: &str) -> &'a serde_json::Value {
+    &trials.iter().find(|(t, _)| t == target).expect("a trial").1
+}
+
+fn sent(trial: &serde_json::Value) -> u64 {
+    trial["result"]["sent"].as_u64().expect("sent")
+}
+
+#[test]
+fn a_hedging_scenario_hedges_a_few_percent_more_upstream_requests_at_most() {
+    // 3% of answers take 20 ms: the auto delay (p95) is the fast answers'
+    // time, clamped to 2 ms, and the slow ones are hedged.
+    let (trials, _) = tail_run("hedging", "", "delay = \"bimodal:97%=20us,3%=20ms\"", "");
+    // Without hedging every request reaches one backend once; the backends
+    // also count the generator's own few requests outside the window.
+    let plain = trial(&trials, "tailcut");
+    let outside = served(plain).iter().sum::<u64>() - sent(plain);
+    assert!(outside <= 10, "{outside} requests beyond those sent");
+    // With it, the backends count the hedges too: some, and at most 10% of
+    // the requests (the route's max_percent).
+    let hedging = trial(&trials, "tailcut-hedging");
+    let sent = sent(hedging);
+    let hedges = served(hedging).iter().sum::<u64>().saturating_sub(sent + outside);
+    assert!(hedges > 0, "no hedge reached a backend");
+    assert!(hedges <= sent / 10 + 2, "{hedges} hedges for {sent} requests");
+}
+
+#[test]
+fn a_brownout_scenario_retries_what_would_have_failed() {
+    let (trials, _) = tail_run(
+        "retries",
+        "max_error_rate = 0.5",
+        "delay = \"none\"",
+        "[backends.faulty]\nmode = \"failing\"\nstatus = 503\nshare = 0.3",
+    );
+    let failed_without = failed(trial(&trials, "tailcut"));
+    let failed_with = failed(trial(&trials, "tailcut-retries"));
+    assert!(failed_without > 0, "the faulty backend failed some requests");
+    assert!(
+        failed_with < failed_without,
+        "{failed_with} with retries, {failed_without} without"
+    );
+}
+
+#[test]
+fn an_all_failing_scenario_shows_retries_within_the_budget() {
+    let (trials, _) = tail_run("retries", "max_error_rate = 1.0", "status = 503", "");
+    let plain = trial(&trials, "tailcut");
+    let outside = served(plain).iter().sum::<u64>() - sent(plain);
+    assert!(outside <= 10, "{outside} requests beyond those sent");
+    let retrying = trial(&trials, "tailcut-retries");
+    let sent = sent(retrying);
+    assert_eq!(failed(retrying), sent, "every request fails");
+    // The budget: 20% of the requests, plus 10 per second (over the 2 s
+    // trial, and one second's worth at once) whatever the traffic.
+    let retries = served(retrying).iter().sum::<u64>().saturating_sub(sent + outside);
+    assert!(retries > 0, "no retry reached a backend");
+    assert!(
+        retries <= sent / 5 + 10 * 3 + 2,
+        "{retries} retries for {sent} requests"
+    );
 }

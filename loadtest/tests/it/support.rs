@@ -25,6 +25,7 @@ pub fn backend(status: u16, delay: &str) -> SocketAddr {
         status: http::StatusCode::from_u16(status).expect("status"),
         delay: delay.parse::<Delay>().expect("delay"),
         window: None,
+        share: 1.0,
     };
     serve_on_thread(move |listener| backend::serve(listener, Arc::new(config)))
 }
