@@ -114,9 +114,26 @@ impl Drop for Running {
     }
 }
 
-/// A free port on 127.0.0.1 (free when asked; the caller binds it soon).
+/// A free port on 127.0.0.1 (free when asked; the caller binds it soon),
+/// never one this process handed out before: a port handed out and left
+/// unbound on purpose (a refusing backend's) must not come back as a
+/// proxy's, whose answers would then be counted as that backend's.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Keep the listeners until a new port is found, so that the kernel
+    // cannot offer the same one twice in this loop.
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    Err(std::io::Error::other("no port that was not handed out already"))
 }
 
 /// Waits until `addr` accepts connections; false after `limit`.
