@@ -30,7 +30,7 @@ use super::replay::{Attempt, Ended, Replay, Tried};
 use super::Shared;
 use crate::config::{self, HedgeDelay};
 use crate::metrics::Marks;
-use crate::upstream::budget::{Event, Window};
+use crate::upstream::budget::{Event, Extra, Window};
 
 /// How long the samples the auto delay is computed from are kept: the
 /// delay covers the last one to two of these.
@@ -111,9 +111,7 @@ impl Hedging {
     /// Whether one more hedge stays within `max_percent` of the requests;
     /// counts it if so.
     fn take(&self, now: Instant) -> bool {
-        let requests = self.rate.sum(Event::Request, now);
-        let hedges = self.rate.sum(Event::Extra, now);
-        let allowed = (hedges + 1) * 100 <= requests * self.max_percent;
+        let allowed = self.rate.within_share(self.max_percent, now);
         if allowed {
             self.rate.add(Event::Extra, now);
         }
@@ -199,43 +197,17 @@ pub(super) async fn first(
         ended
     };
     let Some(delay) = hedging.delay() else {
-        let outcome = (&mut primary).await;
-        return finish(replay.ended(shared, primary.backend, primary.sent, outcome), hedging);
+        return finish(replay.finish(shared, primary).await, hedging);
     };
     tokio::select! {
         biased;
-        outcome = &mut primary => {
-            return finish(replay.ended(shared, primary.backend, primary.sent, outcome), hedging);
-        }
+        outcome = &mut primary => return finish(replay.ended(shared, &primary, outcome), hedging),
         () = tokio::time::sleep_until(started + delay) => {}
     }
-
-    // Still waiting: hedge, if every bound allows it.
-    let now = Instant::now();
-    let cluster = &shared.clusters[replay.cluster];
-    let past_deadline = replay.deadline.is_some_and(|deadline| deadline <= now);
-    let hedge = if past_deadline || !hedging.take(now) {
-        None
-    } else if let Some(extra) = cluster.budget.withdraw(now) {
-        cluster.pick_other(tried, false).map(|picked| (picked, extra))
-    } else {
-        cluster.counters.budget_refused();
-        None
-    };
-    let Some((picked, _extra)) = hedge else {
-        let outcome = (&mut primary).await;
-        return finish(replay.ended(shared, primary.backend, primary.sent, outcome), hedging);
-    };
-    tried.push(picked.index);
-    let hedge = match replay.attempt(shared, picked) {
-        Ok(hedge) => hedge,
-        Err(error) => {
-            // The hedge's head could not be encoded: the first attempt
-            // carries on alone.
-            tracing::debug!(%error, "hedge not sent");
-            let outcome = (&mut primary).await;
-            return finish(replay.ended(shared, primary.backend, primary.sent, outcome), hedging);
-        }
+    // Still waiting: hedge, if every bound allows it; the budget's
+    // allowance is held until the race ends.
+    let Some((hedge, _extra)) = start_hedge(shared, replay, hedging, tried) else {
+        return finish(replay.finish(shared, primary).await, hedging);
     };
     marks.hedged = true;
     replay.policy.counters.hedges.inc();
@@ -249,14 +221,14 @@ pub(super) async fn first(
     loop {
         tokio::select! {
             (attempt, outcome) = settle(&mut primary), if primary.is_some() => {
-                let ended = finish(replay.ended(shared, attempt.backend, attempt.sent, outcome), hedging);
+                let ended = finish(replay.ended(shared, &attempt, outcome), hedging);
                 if settles(&ended) || hedge.is_none() {
                     return ended;
                 }
                 aside = Some(ended);
             }
             (attempt, outcome) = settle(&mut hedge), if hedge.is_some() => {
-                let ended = replay.ended(shared, attempt.backend, attempt.sent, outcome);
+                let ended = replay.ended(shared, &attempt, outcome);
                 if settles(&ended) {
                     if primary.is_some() {
                         // The first attempt lost: it is timed as at least
@@ -273,6 +245,36 @@ pub(super) async fn first(
                 }
                 aside = Some(ended);
             }
+        }
+    }
+}
+
+/// Sends a hedge to a backend not tried yet, if the deadline, the route's
+/// `max_percent` and the cluster's budget allow it; the hedge, and the
+/// budget's allowance for it.
+fn start_hedge(
+    shared: &Shared,
+    replay: &mut Replay,
+    hedging: &Hedging,
+    tried: &mut Vec<usize>,
+) -> Option<(Attempt, Extra)> {
+    let now = Instant::now();
+    let cluster = &shared.clusters[replay.cluster];
+    if replay.deadline.is_some_and(|deadline| deadline <= now) || !hedging.take(now) {
+        return None;
+    }
+    let Some(extra) = cluster.budget.withdraw(now) else {
+        cluster.counters.budget_refused();
+        return None;
+    };
+    let picked = cluster.pick_other(tried, false)?;
+    tried.push(picked.index);
+    match replay.attempt(shared, picked) {
+        Ok(hedge) => Some((hedge, extra)),
+        Err(error) => {
+            // Its head could not be encoded: the first attempt carries on alone.
+            tracing::debug!(%error, "hedge not sent");
+            None
         }
     }
 }

@@ -223,15 +223,21 @@ impl Replay {
         })
     }
 
-    /// Counts how an attempt to `backend` ended, and whether the route's
-    /// retry policy would send the request again after it.
+    /// Waits for `attempt` to end: [`Replay::ended`].
+    pub async fn finish(&self, shared: &Shared, mut attempt: Attempt) -> Ended {
+        let outcome = (&mut attempt).await;
+        self.ended(shared, &attempt, outcome)
+    }
+
+    /// Counts how `attempt` ended, and whether the route's retry policy
+    /// would send the request again after it.
     pub fn ended(
         &self,
         shared: &Shared,
-        backend: usize,
-        sent: std::time::Instant,
+        attempt: &Attempt,
         outcome: Result<(Response<()>, Exchange), UpstreamError>,
     ) -> Ended {
+        let (backend, sent) = (attempt.backend, attempt.sent);
         let reason = self.retry_reason(&outcome);
         let tried = match outcome {
             Ok((response, exchange)) => {

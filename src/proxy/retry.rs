@@ -72,11 +72,7 @@ pub(super) async fn run(
         let hedging = policy.hedge.as_ref().filter(|_| attempt == 0 && replay.allowed.hedge);
         let ended = match hedging {
             Some(hedging) => hedge::first(shared, &mut replay, hedging, sending, &mut marks, &mut tried).await,
-            None => {
-                let (backend, sent) = (sending.backend, sending.sent);
-                let outcome = sending.await;
-                replay.ended(shared, backend, sent, outcome)
-            }
+            None => replay.finish(shared, sending).await,
         };
         // The retry this attempt was, if it was one, has ended.
         drop(extra.take());

@@ -86,6 +86,12 @@ impl Window {
         slot.counts[event as usize].fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Whether one more extra attempt at `now` keeps the extras within
+    /// `percent` of the requests over the window.
+    pub fn within_share(&self, percent: u64, now: Instant) -> bool {
+        (self.sum(Event::Extra, now) + 1) * 100 <= self.sum(Event::Request, now) * percent
+    }
+
     /// The `event`s counted over the window that ends at `now`.
     pub fn sum(&self, event: Event, now: Instant) -> u64 {
         let turn = self.turn(now);
@@ -151,9 +157,7 @@ impl Budget {
     /// An extra attempt, if the budget has room for one now; counted as
     /// spent when it does.
     pub fn withdraw(&self, now: Instant) -> Option<Extra> {
-        let requests = self.window.sum(Event::Request, now);
-        let extras = self.window.sum(Event::Extra, now);
-        if (extras + 1) * 100 > requests * self.percent && !self.take_reserve(now) {
+        if !self.window.within_share(self.percent, now) && !self.take_reserve(now) {
             return None;
         }
         let previous = self.in_flight.fetch_add(1, Ordering::AcqRel);
