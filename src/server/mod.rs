@@ -113,7 +113,7 @@ impl Server {
     /// `reload.rs`); when every sender is gone, reloads stop.
     pub async fn run(self, shutdown: impl Future<Output = ()>, mut reloads: mpsc::Receiver<Trigger>) {
         let mut config = self.config.clone();
-        log_started(&config, &self.local_addrs(), self.admin_addr());
+        let (addrs, admin_addr) = (self.local_addrs(), self.admin_addr());
         let metrics = self.metrics;
         let admin_stop = CancellationToken::new();
         let admin_task = tokio::spawn(admin::serve(self.admin, metrics.clone(), admin_stop.clone()));
@@ -130,6 +130,9 @@ impl Server {
             listeners.start(listener, socket);
         }
         metrics.set_ready(true);
+        // Logged once ready: whoever waits for this line (a supervisor, the
+        // tests) may ask /ready at once and get 200.
+        log_started(&config, &addrs, admin_addr);
 
         tokio::pin!(shutdown);
         loop {
