@@ -19,6 +19,9 @@
 //!   errors become HTTP statuses.
 //! - [`headers`]: header hygiene (hop-by-hop fields, `X-Forwarded-*`,
 //!   `Via`, trailers), pure functions shared by both sides.
+//! - [`admission`]: whether a request may go to its cluster now, wait in
+//!   a short queue, or be refused at once: an adaptive concurrency limit
+//!   per cluster, CoDel's test for a standing queue, and adaptive LIFO.
 //! - [`upstream`]: clusters of backends with their load, one exchange on
 //!   one pooled connection, the pool, connecting (TCP, TLS), the lean
 //!   HTTP/1.1 client codec (see `upstream/h1`), typed upstream errors, and
@@ -32,12 +35,14 @@
 //!
 //! A request's path: `server` accepts a connection and hands each request to
 //! the `middleware` stack as soon as hyper has read it; the stack's innermost
-//! service is [`proxy::Proxy`]'s. At once, the proxy picks a route, picks a
-//! backend through `balance`, rewrites the headers and encodes the request
+//! service is [`proxy::Proxy`]'s. At once, the proxy picks a route, asks
+//! the cluster's `admission` (where configured), picks a backend through
+//! `balance`, rewrites the headers and encodes the request
 //! for the backend; the request's future then sends it on a pooled
 //! connection (`upstream::exchange`) and streams the response body back
 //! frame by frame, without collecting or copying it.
 
+pub mod admission;
 pub mod balance;
 pub mod cli;
 pub mod config;

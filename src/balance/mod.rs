@@ -29,6 +29,7 @@ pub use outlier::Ejector;
 pub use peak_ewma::PeakEwma;
 pub use round_robin::RoundRobin;
 
+use crate::admission::Permit;
 use crate::config::BalancePolicy;
 
 /// The RTT a failed exchange (a gateway error, or a 5xx from the backend)
@@ -140,7 +141,10 @@ impl Load {
     /// Counts a request as in flight until the guard is dropped.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { load: self.clone() }
+        InFlight {
+            load: self.clone(),
+            permit: None,
+        }
     }
 
     /// The latency estimate at `now`, in seconds: the last value decayed
@@ -214,14 +218,25 @@ impl Load {
 #[derive(Debug)]
 pub struct InFlight {
     load: Arc<Load>,
+    /// The request's place under its cluster's concurrency limit, where
+    /// there is one: given back with the guard, and told the latency.
+    permit: Option<Permit>,
 }
 
 impl InFlight {
+    /// Holds `permit` (admission's) as long as the request is in flight.
+    pub fn hold(&mut self, permit: Option<Permit>) {
+        self.permit = permit;
+    }
+
     /// The backend answered with response headers at `now`, `rtt` after
     /// the request was sent: a latency sample. The request stays in flight
     /// until the guard is dropped (with the response body).
     pub fn answered(&self, rtt: Duration, now: Instant) {
         self.load.observe(rtt, now);
+        if let Some(permit) = &self.permit {
+            permit.answered(rtt, now);
+        }
         if let Some((ejector, index)) = &self.load.ejection {
             ejector.succeeded(*index);
         }

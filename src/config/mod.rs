@@ -5,6 +5,7 @@
 //! `Duration`, counts are non-zero. Every error names file, line, column and
 //! key. It must not open sockets or touch the runtime.
 
+mod concurrency;
 mod error;
 mod schema;
 mod tail;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use toml::Spanned;
 
+pub use concurrency::{Concurrency, LimitAlgorithm};
 use error::Locator;
 pub use error::{ConfigError, Invalid};
 pub use tail::{Budget, Hedge, HedgeDelay, Retry, RetryOn};
@@ -294,6 +296,8 @@ pub struct Upstream {
     pub tls: Option<tls::UpstreamTls>,
     /// The extra attempts (retries and hedges) its routes may add.
     pub budget: Budget,
+    /// Its adaptive concurrency limit and admission queue.
+    pub concurrency: Concurrency,
 }
 
 /// Passive outlier ejection (`[upstreams.NAME.outlier]`).
@@ -754,6 +758,7 @@ impl Validator<'_> {
             health,
             tls,
             budget: self.budget(raw.budget, &format!("{key}.budget"))?,
+            concurrency: self.concurrency(raw.concurrency, &format!("{key}.concurrency"))?,
         })
     }
 

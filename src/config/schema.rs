@@ -131,7 +131,7 @@ pub(crate) struct Retry {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Hedge {
     pub delay: Option<Spanned<String>>,
-    pub percentile: Option<Spanned<f64>>,
+    pub percentile: Option<Spanned<Number>>,
     pub min_delay: Option<Spanned<String>>,
     pub max_delay: Option<Spanned<String>>,
     pub min_samples: Option<Spanned<i64>>,
@@ -161,6 +161,23 @@ pub(crate) struct Upstream {
     pub health: Option<Health>,
     pub tls: Option<UpstreamTls>,
     pub budget: Option<Budget>,
+    pub concurrency: Option<Concurrency>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Concurrency {
+    pub enabled: Option<Spanned<bool>>,
+    pub algorithm: Option<Spanned<String>>,
+    pub min_limit: Option<Spanned<i64>>,
+    pub max_limit: Option<Spanned<i64>>,
+    pub sample_window: Option<Spanned<String>>,
+    pub sample_percentile: Option<Spanned<Number>>,
+    pub min_rtt_every: Option<Spanned<String>>,
+    pub buffer_percent: Option<Spanned<i64>>,
+    pub queue_target: Option<Spanned<String>>,
+    pub queue_interval: Option<Spanned<String>>,
+    pub max_queue: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,4 +205,21 @@ pub(crate) struct Outlier {
 pub(crate) struct UpstreamTls {
     pub ca: Option<Spanned<String>>,
     pub server_name: Option<Spanned<String>>,
+}
+
+/// A number written with or without a fraction (`90` or `99.9`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Number {
+    Integer(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn get(self) -> f64 {
+        match self {
+            Number::Integer(n) => n as f64,
+            Number::Float(x) => x,
+        }
+    }
 }

@@ -286,19 +286,9 @@ impl Validator<'_> {
                 HedgeDelay::Fixed(self.duration(Some(fixed), &format!("{key}.delay"), "")?)
             }
             _ => {
-                let percentile = match raw.percentile {
+                let percentile = match &raw.percentile {
                     None => 95.0,
-                    Some(value) => {
-                        let p = *value.get_ref();
-                        if !(p > 0.0 && p < 100.0) {
-                            return Err(self.locator.error(
-                                Some(value.span()),
-                                format!("{key}.percentile"),
-                                format!("{p} is not above 0 and below 100"),
-                            ));
-                        }
-                        p
-                    }
+                    Some(value) => self.percentile(value, &format!("{key}.percentile"))?,
                 };
                 let min_delay = self.duration(raw.min_delay, &format!("{key}.min_delay"), "2ms")?;
                 let max_span = raw.max_delay.as_ref().map(Spanned::span);
@@ -365,6 +355,18 @@ impl Validator<'_> {
                 defaults.max_concurrent,
             )?,
         })
+    }
+
+    /// A percentile: above 0 and below 100, written with or without a
+    /// fraction.
+    pub(super) fn percentile(&self, raw: &Spanned<schema::Number>, key: &str) -> Result<f64, super::Invalid> {
+        let p = raw.get_ref().get();
+        if !(p > 0.0 && p < 100.0) {
+            return Err(self
+                .locator
+                .error(Some(raw.span()), key, format!("{p} is not above 0 and below 100")));
+        }
+        Ok(p)
     }
 
     pub(super) fn percent(&self, raw: &Spanned<i64>, key: &str) -> Result<u32, super::Invalid> {

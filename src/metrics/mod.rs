@@ -37,6 +37,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::admission::Shed;
 use crate::config::Config;
 use access_log::AccessLog;
 use latency::{End, Figure, Latency, Scope};
@@ -68,6 +69,8 @@ struct Inner {
     timeouts: Family<Labels, Counter>,
     resolve_failures: Family<Labels, Counter>,
     budget_refused: Family<Labels, Counter>,
+    /// By cluster and reason.
+    shed: Family<Labels, Counter>,
     /// By route (and reason, for retries).
     retries: Family<Labels, Counter>,
     hedges: Family<Labels, Counter>,
@@ -194,9 +197,21 @@ pub struct ClusterCounters {
     timeouts: Counter,
     resolve_failures: Counter,
     budget_refused: Counter,
+    /// By [`Shed::index`].
+    shed: Arc<[Counter; 4]>,
 }
 
 impl ClusterCounters {
+    /// Admission control refused a request.
+    pub fn shed(&self, reason: Shed) {
+        self.shed[reason.index()].inc();
+    }
+
+    /// Requests admission control refused for `reason`.
+    pub fn shed_count(&self, reason: Shed) -> u64 {
+        self.shed[reason.index()].get()
+    }
+
     /// An extra attempt (retry or hedge) was refused by the budget.
     pub fn budget_refused(&self) {
         self.budget_refused.inc();
@@ -290,6 +305,12 @@ impl Metrics {
             "tailcut_budget_refused",
             "Retries and hedges the cluster's budget refused",
         );
+        let shed = family(
+            &mut registry,
+            "tailcut_shed",
+            "Requests refused by the cluster's admission control (503), by reason: \
+             queue_full, queue_timeout, overloaded, deadline",
+        );
         let retries = family(
             &mut registry,
             "tailcut_retries",
@@ -360,6 +381,7 @@ impl Metrics {
                 timeouts,
                 resolve_failures,
                 budget_refused,
+                shed,
                 retries,
                 hedges,
                 hedge_wins,
@@ -424,6 +446,11 @@ impl Metrics {
             timeouts: self.inner.timeouts.get_or_create(&labels).clone(),
             resolve_failures: self.inner.resolve_failures.get_or_create(&labels).clone(),
             budget_refused: self.inner.budget_refused.get_or_create(&labels).clone(),
+            shed: Arc::new(Shed::ALL.map(|reason| {
+                let mut labels = labels.clone();
+                labels.push(("reason".to_owned(), reason.label().to_owned()));
+                self.inner.shed.get_or_create(&labels).clone()
+            })),
         }
     }
 

@@ -9,6 +9,7 @@ use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER, VIA};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
+use crate::admission::Shed;
 use crate::headers::VIA_VALUE;
 use crate::upstream::{upload, UpstreamError};
 
@@ -75,6 +76,16 @@ pub enum ProxyError {
         /// The route's `max_body_bytes`.
         limit: u64,
     },
+    /// The cluster's admission control refused the request: over its
+    /// concurrency limit with the queue full or overloaded, waited in vain,
+    /// or due sooner than its backends can answer.
+    #[error("upstream {upstream} refused the request ({}): over its concurrency limit", reason.label())]
+    Shed {
+        /// The cluster name.
+        upstream: String,
+        /// Why.
+        reason: Shed,
+    },
     /// The listener is at its connection limit.
     #[error("listener {listener} is at its limit of {limit} connections")]
     Overloaded {
@@ -97,7 +108,9 @@ impl ProxyError {
             ProxyError::Upstream { cause, .. } if cause.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::DeadlinePassed => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Overloaded { .. } | ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } | ProxyError::NoBackend { .. } | ProxyError::Shed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -111,7 +124,7 @@ impl ProxyError {
             | ProxyError::PayloadTooLarge { .. }
             | ProxyError::DeadlinePassed => Fault::Downstream,
             ProxyError::Upstream { .. } | ProxyError::NoBackend { .. } => Fault::Upstream,
-            ProxyError::Overloaded { .. } => Fault::Internal,
+            ProxyError::Overloaded { .. } | ProxyError::Shed { .. } => Fault::Internal,
         }
     }
 
@@ -141,6 +154,11 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         match self.fault() {
+            // Refusals come by the thousand under overload: at debug, so
+            // that the log is not what overloads the proxy next.
+            Fault::Internal if matches!(self, ProxyError::Shed { .. }) => {
+                tracing::debug!(status = status.as_u16(), cause = %self, "request shed")
+            }
             Fault::Downstream => tracing::debug!(status = status.as_u16(), cause = %self, "request rejected"),
             Fault::Upstream | Fault::Internal => {
                 tracing::warn!(status = status.as_u16(), cause = %self, "request failed")
@@ -172,7 +190,7 @@ impl ProxyError {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
-            ProxyError::NoBackend { .. } => {
+            ProxyError::NoBackend { .. } | ProxyError::Shed { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // The rest of the request (or its body) was not read: the
@@ -207,6 +225,18 @@ mod tests {
 
     use super::*;
     use crate::upstream::h1::H1Error;
+
+    #[test]
+    fn a_shed_request_is_asked_to_retry_on_a_connection_kept_open() {
+        let response = ProxyError::Shed {
+            upstream: "app".into(),
+            reason: Shed::Overloaded,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert!(response.headers().get(CONNECTION).is_none());
+    }
 
     #[test]
     fn overload_asks_the_client_to_retry_and_closes() {

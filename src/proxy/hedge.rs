@@ -250,8 +250,8 @@ pub(super) async fn first(
 }
 
 /// Sends a hedge to a backend not tried yet, if the deadline, the route's
-/// `max_percent` and the cluster's budget allow it; the hedge, and the
-/// budget's allowance for it.
+/// `max_percent`, the cluster's concurrency limit and its budget allow it;
+/// the hedge, and the budget's allowance for it.
 fn start_hedge(
     shared: &Shared,
     replay: &mut Replay,
@@ -263,11 +263,12 @@ fn start_hedge(
     if replay.deadline.is_some_and(|deadline| deadline <= now) || !hedging.take(now) {
         return None;
     }
+    let permit = cluster.extra_permit()?;
     let Some(extra) = cluster.budget.withdraw(now) else {
         cluster.counters.budget_refused();
         return None;
     };
-    let picked = cluster.pick_other(tried, false)?;
+    let picked = cluster.pick_other(tried, false)?.admitted(permit);
     tried.push(picked.index);
     match replay.attempt(shared, picked) {
         Ok(hedge) => Some((hedge, extra)),

@@ -5,7 +5,10 @@
 //!    client's [`deadline`] (404, 400, 501, 504 before anything else);
 //! 2. **rewrite**: [`crate::headers`] drops hop-by-hop fields and adds
 //!    `X-Forwarded-*` and `Via`;
-//! 3. **pick**: the route's [`Cluster`] chooses a backend by its load;
+//! 3. **admit and pick**: the cluster's admission control
+//!    ([`crate::admission`], where enabled) lets the request go, makes it
+//!    wait, or refuses it (503); then the route's [`Cluster`] chooses a
+//!    backend by its load;
 //! 4. **send**: the head is encoded at once and the exchange made
 //!    ([`crate::upstream::exchange`]), or for an upgrade a tunnel
 //!    ([`upgrade`]); on a route with a retry or hedge policy, a request
@@ -286,7 +289,21 @@ impl tower::Service<Request<Incoming>> for ProxyService {
         let span = tracing::debug_span!("request", method = %request.method(), path = %request.uri().path());
         let head = request.method() == Method::HEAD;
         let mut route = None;
-        let stage = match shared.prepare(&self.connection, request, &mut route) {
+        let prepared = shared.prepare(&self.connection, request, &mut route);
+        let stage = Stage::new(prepared, shared, &self.connection, route);
+        Forward { stage, head }.instrument(span)
+    }
+}
+
+impl Stage {
+    /// The stage a prepared request starts in (`route`: its metrics slot).
+    fn new(
+        prepared: Result<Prepared, ProxyError>,
+        shared: Arc<Shared>,
+        connection: &Arc<Connection>,
+        route: Option<usize>,
+    ) -> Stage {
+        match prepared {
             Ok(Prepared::Pooled(exchange)) => Stage::Pooled {
                 exchange,
                 shared,
@@ -295,7 +312,7 @@ impl tower::Service<Request<Incoming>> for ProxyService {
             // Upgrades are rare: boxed, their state does not enlarge every
             // request's future.
             Ok(Prepared::Upgrade(upgrade)) => {
-                let connection = self.connection.clone();
+                let connection = connection.clone();
                 Stage::Upgrade {
                     tunnel: Box::pin(async move {
                         let cluster = &shared.clusters[upgrade.cluster];
@@ -312,11 +329,21 @@ impl tower::Service<Request<Incoming>> for ProxyService {
                 attempts: Box::pin(retry::run(shared, replay)),
                 route,
             },
+            // Waiting for admission, then the stage it would have started
+            // in had it been admitted at once.
+            Ok(Prepared::Queued(queued)) => {
+                let connection = connection.clone();
+                Stage::Queued {
+                    next: Box::pin(async move {
+                        let prepared = queued.granted(&shared, &connection).await;
+                        Stage::new(prepared, shared, &connection, route)
+                    }),
+                }
+            }
             Err(error) => Stage::Failed {
                 error: Some(error),
                 route,
             },
-        };
-        Forward { stage, head }.instrument(span)
+        }
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::replay::Replay;
 use super::{deadline, route, Connection, ProxyError, Shared};
+use crate::admission::{Admit, Permit, Wait};
 use crate::balance::InFlight;
 use crate::headers;
 use crate::upstream::h1::EncodedRequest;
@@ -30,6 +31,51 @@ pub(super) enum Prepared {
     Upgrade(Upgrade),
     /// Kept to be sent more than once if need be (retried, hedged).
     Replay(Box<Replay>),
+    /// Waiting for a permit from its cluster's admission control.
+    Queued(Box<Queued>),
+}
+
+/// What routing found, for the rest of the preparation.
+pub(super) struct Routed {
+    /// The route's index in the router.
+    route: usize,
+    /// The request names its host.
+    has_host: bool,
+    /// The whole-request deadline, if there is one.
+    deadline: Option<Instant>,
+    /// The client sent the deadline (it is forwarded).
+    client_sent: bool,
+    /// The protocol the client asks to upgrade to, if the route allows it.
+    upgrade: Option<HeaderValue>,
+}
+
+/// A request waiting in its cluster's admission queue, with everything
+/// [`Shared::dispatch`] needs once it may go.
+pub(super) struct Queued {
+    wait: Wait,
+    parts: http::request::Parts,
+    body: Incoming,
+    routed: Routed,
+}
+
+impl Queued {
+    /// Waits for the permit, then prepares the request as if it had just
+    /// arrived with it; or the refusal, if it waited in vain.
+    pub(super) async fn granted(self, shared: &Shared, connection: &Connection) -> Result<Prepared, ProxyError> {
+        let Queued {
+            wait,
+            parts,
+            body,
+            routed,
+        } = self;
+        match wait.granted().await {
+            Ok(permit) => shared.dispatch(connection, parts, body, routed, Some(permit)),
+            Err(reason) => Err(ProxyError::Shed {
+                upstream: shared.clusters[shared.router.get(routed.route).upstream].name.clone(),
+                reason,
+            }),
+        }
+    }
 }
 
 /// An exchange on a pooled connection, and what its outcome is read with.
@@ -59,16 +105,18 @@ pub(super) struct Upgrade {
 pub(super) type SendFuture = Pin<Box<dyn Future<Output = Result<(Response<()>, Exchange), UpstreamError>> + Send>>;
 
 impl Shared {
-    /// Routes `request`, rewrites its head for the backend and encodes it,
-    /// then makes the exchange with the backend (not started: it is a
-    /// future). `route_slot` gets the route's metrics slot once routed.
+    /// Routes `request` and asks its cluster's admission control, then
+    /// (unless it must wait for a permit: [`Prepared::Queued`]) rewrites
+    /// its head for the backend, encodes it and makes the exchange with
+    /// the backend (not started: it is a future). `route_slot` gets the
+    /// route's metrics slot once routed.
     pub(super) fn prepare(
         &self,
         connection: &Connection,
         request: Request<Incoming>,
         route_slot: &mut Option<usize>,
     ) -> Result<Prepared, ProxyError> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         // Only a body of unknown length can have come with a coding: a GET
         // pays nothing for the look-up.
         let unknown_length =
@@ -81,7 +129,7 @@ impl Shared {
         // the clock is read only when there is one.
         let (limit, client_sent) = deadline::limit(&parts.headers, self.timeouts.request)?;
         let deadline = limit.map(|limit| Instant::now() + limit);
-        let (route, has_host) = self.route(&parts)?;
+        let (route_index, route, has_host) = self.route(&parts)?;
         *route_slot = Some(route.metrics_slot);
         if limit.is_some_and(|limit| limit.is_zero()) {
             // Passed already: the backend is not asked.
@@ -93,18 +141,71 @@ impl Shared {
                 return Err(ProxyError::PayloadTooLarge { limit });
             }
         }
-        let cluster_index = route.upstream;
-        let cluster = &self.clusters[cluster_index];
-        let picked = cluster.pick().ok_or_else(|| ProxyError::NoBackend {
-            upstream: cluster.name.clone(),
-        })?;
-        let backend_index = picked.index;
-        let backend = cluster.backend(backend_index);
-
         let upgrade = match parts.version {
             Version::HTTP_11 => headers::upgrade_protocol(&parts.headers, &route.upgrades),
             _ => None,
         };
+        let routed = Routed {
+            route: route_index,
+            has_host,
+            deadline,
+            client_sent,
+            upgrade,
+        };
+        let cluster = &self.clusters[route.upstream];
+        // Tunnels, which may last hours, are not held to the limit.
+        let permit = match cluster.admission().filter(|_| routed.upgrade.is_none()) {
+            None => None,
+            Some(admission) => match admission.admit(Instant::now(), deadline) {
+                Admit::Now(permit) => Some(permit),
+                Admit::Wait(wait) => {
+                    return Ok(Prepared::Queued(Box::new(Queued {
+                        wait,
+                        parts,
+                        body,
+                        routed,
+                    })))
+                }
+                Admit::Refused(reason) => {
+                    return Err(ProxyError::Shed {
+                        upstream: cluster.name.clone(),
+                        reason,
+                    })
+                }
+            },
+        };
+        self.dispatch(connection, parts, body, routed, permit)
+    }
+
+    /// The rest of [`Shared::prepare`], once the request may go: picks a
+    /// backend, rewrites the head and encodes it, and makes the exchange.
+    pub(super) fn dispatch(
+        &self,
+        connection: &Connection,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        routed: Routed,
+        permit: Option<Permit>,
+    ) -> Result<Prepared, ProxyError> {
+        let Routed {
+            route,
+            has_host,
+            deadline,
+            client_sent,
+            upgrade,
+        } = routed;
+        let route = self.router.get(route);
+        let cluster_index = route.upstream;
+        let cluster = &self.clusters[cluster_index];
+        let picked = cluster
+            .pick()
+            .ok_or_else(|| ProxyError::NoBackend {
+                upstream: cluster.name.clone(),
+            })?
+            .admitted(permit);
+        let backend_index = picked.index;
+        let backend = cluster.backend(backend_index);
+
         // Asked before the rewrite, which drops `Expect`.
         let replayable = match (&route.policy, &upgrade) {
             (Some(policy), None) => policy
@@ -126,13 +227,16 @@ impl Shared {
             // An HTTP/1.0 client may send no Host; the backend's HTTP/1.1 needs one.
             parts.headers.insert(HOST, backend.host_header());
         }
-        let header_timeout = match limit {
-            Some(limit) => self.timeouts.upstream_response_header.min(limit),
+        // What remains of the deadline (less than its length if the request
+        // waited for admission).
+        let remaining = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let header_timeout = match remaining {
+            Some(remaining) => self.timeouts.upstream_response_header.min(remaining),
             None => self.timeouts.upstream_response_header,
         };
-        if let (Some(deadline), true) = (deadline, client_sent) {
+        if let (Some(remaining), true) = (remaining, client_sent) {
             // The backend is told the time that remains, in the client's terms.
-            deadline::forward(&mut parts.headers, deadline.saturating_duration_since(Instant::now()));
+            deadline::forward(&mut parts.headers, remaining);
         }
 
         if let Some(offered) = upgrade {
@@ -193,7 +297,7 @@ impl Shared {
     /// The route for a request, and whether it names its host (in `Host`
     /// or in its target); a 400 if its `Host` fields are not as RFC 9112
     /// section 3.2 asks, a 404 if no route matches.
-    fn route(&self, parts: &http::request::Parts) -> Result<(&route::Route, bool), ProxyError> {
+    fn route(&self, parts: &http::request::Parts) -> Result<(usize, &route::Route, bool), ProxyError> {
         // An HTTP/1.1 request must carry exactly one Host. hyper lets both
         // faults through, so they are checked here.
         let mut hosts = parts.headers.get_all(HOST).iter();
@@ -225,14 +329,14 @@ impl Shared {
             ),
             (None, None) => None,
         };
-        let route = self
+        let (index, route) = self
             .router
             .find(host, parts.uri.path())
             .ok_or_else(|| ProxyError::NoRoute {
                 host: host.map(str::to_owned),
                 path: parts.uri.path().to_owned(),
             })?;
-        Ok((route, host.is_some()))
+        Ok((index, route, host.is_some()))
     }
 }
 

@@ -40,6 +40,10 @@ pub(super) enum Stage {
     },
     /// Sent once or more (retried, hedged).
     Replayed { attempts: Replayed, route: Option<usize> },
+    /// Waiting for admission; then the stage it goes on in.
+    Queued {
+        next: Pin<Box<dyn Future<Output = Stage> + Send>>,
+    },
     /// Refused before reaching a backend.
     Failed {
         error: Option<ProxyError>,
@@ -57,6 +61,7 @@ impl std::fmt::Debug for Forward {
             Stage::Pooled { .. } => "pooled",
             Stage::Upgrade { .. } => "upgrade",
             Stage::Replayed { .. } => "replayed",
+            Stage::Queued { .. } => "queued",
             Stage::Failed { .. } => "failed",
         };
         f.debug_tuple("Forward").field(&stage).finish()
@@ -70,6 +75,9 @@ impl Future for Forward {
         // Every field is `Unpin` (the futures are boxed).
         let this = self.get_mut();
         let mut marks = Marks::default();
+        while let Stage::Queued { next } = &mut this.stage {
+            this.stage = ready!(next.as_mut().poll(cx));
+        }
         let (result, route) = match &mut this.stage {
             Stage::Pooled {
                 exchange,
@@ -96,6 +104,7 @@ impl Future for Forward {
                 marks = replayed;
                 (result, *route)
             }
+            Stage::Queued { .. } => return Poll::Pending,
             Stage::Failed { error, route } => match error.take() {
                 Some(error) => {
                     marks.deadline_exceeded = matches!(error, ProxyError::DeadlinePassed);

@@ -9,6 +9,9 @@
 //! - **Backoff** is full jitter: a wait drawn uniformly below
 //!   `backoff_base` x 2^n, capped at `backoff_max`; a retry whose backoff
 //!   would end past the deadline is not made.
+//! - **The concurrency limit**, where the cluster has one, must have a
+//!   permit free for the retry (taken at once, never waited for, and held
+//!   through the backoff): an overloaded cluster gets no extra attempts.
 //! - **The budget** ([`crate::upstream::budget`]) is asked before each
 //!   retry, and holds the retry in its count from then, through its backoff,
 //!   to its end. Refusals are counted per cluster.
@@ -88,6 +91,9 @@ pub(super) async fn run(
         if replay.deadline.is_some_and(|deadline| now + wait >= deadline) {
             break ended;
         }
+        let Some(permit) = cluster.extra_permit() else {
+            break ended;
+        };
         let Some(allowed) = cluster.budget.withdraw(now) else {
             cluster.counters.budget_refused();
             break ended;
@@ -99,7 +105,7 @@ pub(super) async fn run(
         // A retried answer's connection goes (the body is not read).
         drop(ended);
         tokio::time::sleep(wait).await;
-        picked = cluster.pick_other(&tried, true);
+        picked = cluster.pick_other(&tried, true).map(|picked| picked.admitted(permit));
     };
     let result = match ended.tried {
         Tried::Answered {

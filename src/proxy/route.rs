@@ -64,9 +64,10 @@ impl Router {
 
     /// The first route matching `host` (port ignored, case-insensitive) and
     /// `path` (plain byte prefix, like nginx's `location /prefix`).
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    /// Its index comes along, for [`Router::get`].
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<(usize, &Route)> {
         let host = host.map(without_port);
-        self.routes.iter().find(|route| {
+        self.routes.iter().enumerate().find(|(_, route)| {
             let host_matches = match (&route.host, host) {
                 (None, _) => true,
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
@@ -74,6 +75,11 @@ impl Router {
             };
             host_matches && path.starts_with(route.path_prefix.as_str())
         })
+    }
+
+    /// Route `index` (from [`Router::find`]).
+    pub fn get(&self, index: usize) -> &Route {
+        &self.routes[index]
     }
 }
 
@@ -126,12 +132,12 @@ mod tests {
     #[test]
     fn first_match_wins_and_host_ignores_port_and_case() {
         let r = router();
-        let name = |host, path| r.find(host, path).map(|route| route.name.as_str());
+        let name = |host, path| r.find(host, path).map(|(_, route)| route.name.as_str());
         assert_eq!(name(Some("API.test:8080"), "/v1/users"), Some("api"));
         assert_eq!(name(Some("other.test"), "/v1/users"), Some("fallback"));
         assert_eq!(name(None, "/static/a.css"), Some("static"));
         assert_eq!(name(Some("api.test"), "/static/a.css"), Some("static"));
-        assert_eq!(r.find(None, "/static/").map(|route| route.metrics_slot), Some(2));
+        assert_eq!(r.find(None, "/static/").map(|(_, route)| route.metrics_slot), Some(2));
     }
 
     #[test]
@@ -156,11 +162,12 @@ mod tests {
     fn a_fully_qualified_host_matches_its_route() {
         let r = router();
         assert_eq!(
-            r.find(Some("api.test."), "/v1/x").map(|route| route.name.as_str()),
+            r.find(Some("api.test."), "/v1/x").map(|(_, route)| route.name.as_str()),
             Some("api")
         );
         assert_eq!(
-            r.find(Some("API.test.:443"), "/v1/x").map(|route| route.name.as_str()),
+            r.find(Some("API.test.:443"), "/v1/x")
+                .map(|(_, route)| route.name.as_str()),
             Some("api")
         );
     }

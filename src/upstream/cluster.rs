@@ -20,6 +20,7 @@ use super::exchange::{self, Exchange};
 use super::h1::EncodedRequest;
 use super::pool::Pool;
 use super::upload::UploadBody;
+use crate::admission::{Admission, Permit};
 use crate::balance::{self, Balance, Ejector, InFlight, Load};
 use crate::config;
 use crate::metrics::ClusterCounters;
@@ -43,6 +44,15 @@ pub struct Picked {
     pub index: usize,
     /// Its request in flight.
     pub in_flight: InFlight,
+}
+
+impl Picked {
+    /// The same choice, holding `permit` (the request's place under the
+    /// cluster's concurrency limit) while it is in flight.
+    pub fn admitted(mut self, permit: Option<Permit>) -> Self {
+        self.in_flight.hold(permit);
+        self
+    }
 }
 
 impl Backend {
@@ -122,6 +132,8 @@ pub struct Cluster {
     endpoints: Vec<Endpoint>,
     /// The extra attempts (retries and hedges) its routes may add.
     pub budget: Budget,
+    /// Its admission control, when `[upstreams.NAME.concurrency]` enables it.
+    admission: Option<Arc<Admission>>,
 }
 
 /// A backend's address, and the DNS name it was resolved from, if any.
@@ -221,6 +233,14 @@ impl Cluster {
                 count.store(old_count, Ordering::Relaxed);
             }
         }
+        // Kept when only the addresses changed (a new resolution).
+        let admission = match same_definition {
+            Some(old) => old.admission.clone(),
+            None => upstream
+                .concurrency
+                .enabled
+                .then(|| Arc::new(Admission::new(&upstream.concurrency, counters.clone()))),
+        };
         Self {
             name: name.to_owned(),
             backends,
@@ -232,6 +252,23 @@ impl Cluster {
             connect_timeout: timeouts.connect,
             endpoints: endpoints.to_vec(),
             budget: Budget::new(&upstream.budget),
+            admission,
+        }
+    }
+
+    /// Its admission control, if enabled.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.admission.as_ref()
+    }
+
+    /// A permit for an extra attempt (a retry or a hedge) under the
+    /// concurrency limit: `Some(None)` when the cluster has no limit,
+    /// `None` when the limit is reached or requests wait for it (extra
+    /// attempts never wait).
+    pub fn extra_permit(&self) -> Option<Option<Permit>> {
+        match &self.admission {
+            None => Some(None),
+            Some(admission) => admission.try_extra().map(Some),
         }
     }
 

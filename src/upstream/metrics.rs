@@ -74,6 +74,7 @@ impl Collector for BackendMetrics {
             "0 while the backend fails its active health checks (1 without checks)",
             |s| ConstGauge::new(i64::from(s.healthy)),
         )?;
+        admission(&mut encoder, &clusters)?;
         let mut panics = encoder.encode_descriptor(
             "tailcut_cluster_panic",
             "Requests balanced over every backend because every one was out of rotation",
@@ -111,6 +112,50 @@ impl Collector for BackendMetrics {
         }
         Ok(())
     }
+}
+
+/// The admission control of each cluster that has it, one gauge per
+/// figure.
+fn admission(encoder: &mut DescriptorEncoder, clusters: &[Arc<Cluster>]) -> Result<(), std::fmt::Error> {
+    let admitted: Vec<(&str, &crate::admission::Admission)> = clusters
+        .iter()
+        .filter_map(|c| c.admission().map(|a| (c.name.as_str(), &**a)))
+        .collect();
+    type Figure = fn(&crate::admission::Admission) -> f64;
+    let figures: [(&str, &str, Figure); 5] = [
+        (
+            "tailcut_concurrency_limit",
+            "The cluster's adaptive limit on requests in flight",
+            |a| a.limit() as f64,
+        ),
+        (
+            "tailcut_concurrency_in_flight",
+            "Requests in flight under the cluster's concurrency limit",
+            |a| a.in_flight() as f64,
+        ),
+        (
+            "tailcut_concurrency_min_rtt_seconds",
+            "The lowest latency (time to response headers) the cluster's backends showed recently; 0 until known",
+            |a| a.min_rtt().map_or(0.0, |d| d.as_secs_f64()),
+        ),
+        (
+            "tailcut_admission_queued",
+            "Requests waiting for a permit under the cluster's concurrency limit",
+            |a| a.queued() as f64,
+        ),
+        (
+            "tailcut_admission_overloaded",
+            "1 while the cluster's admission queue is overloaded (CoDel: a queue stood above its target)",
+            |a| f64::from(u8::from(a.overloaded())),
+        ),
+    ];
+    for (name, help, value) in figures {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (cluster, admission) in &admitted {
+            ConstGauge::new(value(admission)).encode(family.encode_family(&[("cluster", *cluster)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// One gauge per backend: `value` of each state, labelled by cluster and backend.

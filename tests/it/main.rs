@@ -3,6 +3,8 @@
 //! library's server in-process), and real HTTP and WebSocket clients.
 //!
 //! - `conformance/`: proxy behaviour, run against tailcut and the Go proxy alike.
+//! - `admission.rs`: the adaptive concurrency limit and its queue against a
+//!   backend with a real capacity, and refusals of unmeetable deadlines.
 //! - `balance.rs`: tailcut's load-aware balancing against a slow backend
 //!   (the Go proxy balances round-robin, as httputil users run it).
 //! - `cli.rs`, `heap.rs`, `restart.rs`: tailcut's own command line, heap use
@@ -20,6 +22,7 @@
 #[global_allocator]
 static ALLOCATOR: alloc_counter::CountingAllocator = alloc_counter::CountingAllocator;
 
+mod admission;
 mod balance;
 mod cli;
 mod conformance;
