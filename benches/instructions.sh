@@ -14,7 +14,8 @@
 #
 # Usage: benches/instructions.sh [DURATION]      default: 5s
 # Env:   CONNS (50), BASE_PORT (18180), KEEP (folder to keep callgrind's
-#        output in, for callgrind_annotate)
+#        output in, for callgrind_annotate), TAILCUT (the binary measured,
+#        target/release/tailcut; another build's, to compare two commits)
 # Needs: nginx, wrk, valgrind
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ source benches/lib.sh
 require nginx wrk valgrind callgrind_control
 
 cargo build --release --quiet
-TAILCUT=target/release/tailcut
+TAILCUT=${TAILCUT:-target/release/tailcut}
 
 # The upstream as in the other scripts, but logging each request.
 upstream_conf "$UP_PORT" | sed "s|access_log off;|access_log $work/access.log;|" > "$work/upstream.conf"

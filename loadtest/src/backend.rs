@@ -1,6 +1,11 @@
 //! `tailcut-load backend`: a fast upstream for experiments, with a chosen
 //! response size, status and service-time distribution.
 //!
+//! With `--capacity N` it has a real capacity, as a backend with a
+//! thread pool has: N requests are served at once (each for its service
+//! time), and the others wait inside it, in arrival order, for a free
+//! slot; their wait adds to their latency, as it would behind any queue.
+//!
 //! For balancing experiments the chosen status and delay can apply only
 //! within a window (`--window 4s..8s`), counted from the backend's epoch:
 //! its start, or the last request to [`EPOCH_PATH`] (plus its `after`
@@ -182,6 +187,9 @@ pub struct BackendConfig {
     /// The share of requests (0 to 1) that get `status` and `delay`, drawn
     /// at random; the others get 200 at once.
     pub share: f64,
+    /// Requests served at once; the others wait in arrival order. `None`:
+    /// no limit, every request is served as it arrives.
+    pub capacity: Option<usize>,
 }
 
 /// Parses `--window START..END`, e.g. `4s..8s`.
@@ -204,9 +212,22 @@ struct State {
     config: BackendConfig,
     epoch: Mutex<Instant>,
     served: AtomicU64,
+    /// One permit per request served at once (tokio's semaphore is fair:
+    /// waiters are served in arrival order).
+    slots: Option<tokio::sync::Semaphore>,
 }
 
 impl State {
+    fn new(config: BackendConfig) -> Self {
+        let slots = config.capacity.map(tokio::sync::Semaphore::new);
+        State {
+            config,
+            epoch: Mutex::new(Instant::now()),
+            served: AtomicU64::new(0),
+            slots,
+        }
+    }
+
     /// Whether the configured status and delay apply now.
     fn faulty(&self) -> bool {
         let Some((start, end)) = self.config.window else {
@@ -228,11 +249,7 @@ thread_local! {
 /// Serves `listener` until the task is dropped: HTTP/1.1 and h2c.
 pub async fn serve(listener: TcpListener, config: Arc<BackendConfig>) {
     let body = Bytes::from(vec![b'x'; config.size]);
-    let state = Arc::new(State {
-        config: (*config).clone(),
-        epoch: Mutex::new(Instant::now()),
-        served: AtomicU64::new(0),
-    });
+    let state = Arc::new(State::new((*config).clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -268,12 +285,23 @@ async fn answer(state: &State, uri: &http::Uri, body: Bytes) -> Response<Full<By
         }
         _ => {}
     }
+    // Held while the request is served: its service time and answer.
+    let _slot = match &state.slots {
+        Some(slots) => slots.acquire().await.ok(),
+        None => None,
+    };
     state.served.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(body));
     let drawn = state.config.share >= 1.0 || RNG.with(|rng| rng.borrow_mut().gen_bool(state.config.share));
     if drawn && state.faulty() {
         let delay = RNG.with(|rng| state.config.delay.sample(&mut *rng.borrow_mut()));
-        if !delay.is_zero() {
+        if !delay.is_zero() && state.slots.is_some() {
+            // With a capacity, many requests are in service at once, and
+            // `wait_until`'s precise final spin would keep a core busy (the
+            // load generator's); a sleeping thread is as precise (tens of
+            // microseconds late) and costs nothing while it waits.
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+        } else if !delay.is_zero() {
             wait_until(Instant::now() + delay).await;
         }
         *response.status_mut() = state.config.status;
@@ -319,17 +347,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_fault_applies_only_within_the_window_from_the_epoch() {
-        let state = State {
-            config: BackendConfig {
-                size: 1,
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                delay: Delay::Fixed(Duration::ZERO),
-                window: Some((Duration::from_secs(1), Duration::from_secs(2))),
-                share: 1.0,
-            },
-            epoch: Mutex::new(Instant::now()),
-            served: AtomicU64::new(0),
-        };
+        let state = State::new(BackendConfig {
+            size: 1,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            delay: Delay::Fixed(Duration::ZERO),
+            window: Some((Duration::from_secs(1), Duration::from_secs(2))),
+            share: 1.0,
+            capacity: None,
+        });
         let uri = |text: &'static str| http::Uri::from_static(text);
         assert_eq!(answer(&state, &uri("/"), Bytes::new()).await.status(), StatusCode::OK);
         *state.epoch.lock().expect("lock") = Instant::now() - Duration::from_millis(1500);
@@ -348,6 +373,43 @@ mod tests {
             4,
             "control requests are not counted"
         );
+    }
+
+    #[tokio::test]
+    async fn over_capacity_requests_wait_in_arrival_order() {
+        let state = Arc::new(State::new(BackendConfig {
+            size: 1,
+            status: StatusCode::OK,
+            delay: Delay::Fixed(Duration::from_millis(20)),
+            window: None,
+            share: 1.0,
+            capacity: Some(2),
+        }));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let (state, order) = (state.clone(), order.clone());
+                tokio::spawn(async move {
+                    let response = answer(&state, &http::Uri::from_static("/"), Bytes::new()).await;
+                    order.lock().expect("lock").push(i);
+                    response.status()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.expect("task"), StatusCode::OK);
+        }
+        // Two at a time, first come first served: the first two finish
+        // first (in either order), then the next two, then the last.
+        let mut order = order.lock().expect("lock").clone();
+        order[..2].sort_unstable();
+        order[2..4].sort_unstable();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        assert_eq!(state.served.load(Ordering::Relaxed), 5);
+        // Three rounds of service one after another, not one round of five
+        // (a lower bound the service time guarantees, not a speed).
+        assert!(start.elapsed() >= Duration::from_millis(60), "{:?}", start.elapsed());
     }
 
     #[test]

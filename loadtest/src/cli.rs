@@ -148,7 +148,9 @@ pub struct RunArgs {
     /// Largest distance of the achieved rate from the target, as a fraction.
     #[arg(long, default_value_t = 0.01)]
     pub rate_tolerance: f64,
-    /// Write the corrected latency distribution as HdrHistogram `.hgrm` text.
+    /// Write the corrected latency distribution as HdrHistogram `.hgrm` text
+    /// (and, when some requests succeeded and others did not, each
+    /// outcome's beside it: NAME.succeeded.hgrm, NAME.unsuccessful.hgrm).
     #[arg(long)]
     pub hgrm: Option<PathBuf>,
     /// Write all figures and histograms as JSON (for `merge` and later comparison).
@@ -201,6 +203,10 @@ pub struct BackendArgs {
     /// drawn at random (0 to 1); 200 at once for the others.
     #[arg(long, default_value_t = 1.0)]
     pub share: f64,
+    /// Serve this many requests at once; the others wait inside the
+    /// backend, in arrival order, as behind a thread pool (unset: no limit).
+    #[arg(long)]
+    pub capacity: Option<std::num::NonZeroUsize>,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,

@@ -141,6 +141,18 @@ fn write_outputs(
         let decoded = result.decode().context("decoding the histograms")?;
         std::fs::write(path, histograms::hgrm(&decoded.corrected))
             .with_context(|| format!("writing {}", path.display()))?;
+        // With both outcomes, each one's distribution beside it:
+        // NAME.succeeded.hgrm and NAME.unsuccessful.hgrm.
+        if !decoded.succeeded.is_empty() && !decoded.unsuccessful.is_empty() {
+            for (kind, histogram) in [
+                ("succeeded", &decoded.succeeded),
+                ("unsuccessful", &decoded.unsuccessful),
+            ] {
+                let apart = path.with_extension(format!("{kind}.hgrm"));
+                std::fs::write(&apart, histograms::hgrm(histogram))
+                    .with_context(|| format!("writing {}", apart.display()))?;
+            }
+        }
     }
     Ok(())
 }
@@ -178,6 +190,7 @@ fn backend_command(args: BackendArgs) -> anyhow::Result<u8> {
             delay,
             window,
             share: args.share.clamp(0.0, 1.0),
+            capacity: args.capacity.map(std::num::NonZeroUsize::get),
         },
     )
     .with_context(|| format!("backend on {}", args.listen))?;

@@ -120,6 +120,21 @@ pub struct EncodedHistograms {
     pub send_lag: String,
     /// Stall monitor oversleep, us.
     pub stalls: String,
+    /// `corrected`, of successful responses (2xx, 3xx) only (empty in
+    /// results written before it was kept).
+    #[serde(default)]
+    pub succeeded: String,
+    /// `corrected`, of every other response and of timeouts.
+    #[serde(default)]
+    pub unsuccessful: String,
+}
+
+/// A histogram an older result may lack (an empty string): empty then.
+fn decode_or_empty(encoded: &str) -> Result<Histogram<u64>, histograms::DecodeError> {
+    if encoded.is_empty() {
+        return Ok(new_histogram());
+    }
+    histograms::decode(encoded)
 }
 
 /// A run's figures; what `--json` writes and `merge` reads.
@@ -168,7 +183,7 @@ pub struct RunResult {
 }
 
 /// One second of a run: what completed in it and how long it took.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Second {
     /// Seconds since the run's start (warm-up included).
     pub second: u64,
@@ -180,6 +195,25 @@ pub struct Second {
     pub p99_us: u64,
     /// Largest, us.
     pub max_us: u64,
+    /// Successful responses (2xx, 3xx) completed in this second (the
+    /// fields below are zero in results written before they were kept).
+    #[serde(default)]
+    pub succeeded: u64,
+    /// Their corrected latency, us: median.
+    #[serde(default)]
+    pub succeeded_p50_us: u64,
+    /// 99th percentile, us.
+    #[serde(default)]
+    pub succeeded_p99_us: u64,
+    /// 99.9th percentile, us.
+    #[serde(default)]
+    pub succeeded_p999_us: u64,
+    /// Other responses (refusals, failures) and timeouts in this second.
+    #[serde(default)]
+    pub unsuccessful: u64,
+    /// Their corrected latency, us: 99th percentile.
+    #[serde(default)]
+    pub unsuccessful_p99_us: u64,
 }
 
 /// The decoded histograms of a result.
@@ -193,6 +227,10 @@ pub struct Decoded {
     pub send_lag: Histogram<u64>,
     /// Generator stalls.
     pub stalls: Histogram<u64>,
+    /// `corrected`, successful responses (2xx, 3xx) only.
+    pub succeeded: Histogram<u64>,
+    /// `corrected`, other responses and timeouts only.
+    pub unsuccessful: Histogram<u64>,
 }
 
 impl Decoded {
@@ -203,6 +241,8 @@ impl Decoded {
             uncorrected: new_histogram(),
             send_lag: new_histogram(),
             stalls: new_histogram(),
+            succeeded: new_histogram(),
+            unsuccessful: new_histogram(),
         }
     }
 
@@ -212,6 +252,8 @@ impl Decoded {
             uncorrected: histograms::encode(&self.uncorrected),
             send_lag: histograms::encode(&self.send_lag),
             stalls: histograms::encode(&self.stalls),
+            succeeded: histograms::encode(&self.succeeded),
+            unsuccessful: histograms::encode(&self.unsuccessful),
         }
     }
 }
@@ -303,6 +345,8 @@ impl RunResult {
             uncorrected: histograms::decode(&self.histograms.uncorrected)?,
             send_lag: histograms::decode(&self.histograms.send_lag)?,
             stalls: histograms::decode(&self.histograms.stalls)?,
+            succeeded: decode_or_empty(&self.histograms.succeeded)?,
+            unsuccessful: decode_or_empty(&self.histograms.unsuccessful)?,
         })
     }
 
@@ -326,6 +370,8 @@ impl RunResult {
                 (&mut histograms.uncorrected, &decoded.uncorrected),
                 (&mut histograms.send_lag, &decoded.send_lag),
                 (&mut histograms.stalls, &decoded.stalls),
+                (&mut histograms.succeeded, &decoded.succeeded),
+                (&mut histograms.unsuccessful, &decoded.unsuccessful),
             ] {
                 into.add(from).map_err(|_| MergeError::Incompatible { index: i })?;
             }
@@ -406,6 +452,16 @@ impl RunResult {
             ("generator stalls (1 ms monitor)", &decoded.stalls),
         ] {
             let _ = writeln!(out, "{label:<34}{}", percentile_row(histogram));
+        }
+        // Shown apart only when both kinds occurred: a shedding target's
+        // fast refusals would otherwise pull its served requests' tail down.
+        if !decoded.succeeded.is_empty() && !decoded.unsuccessful.is_empty() {
+            for (label, histogram) in [
+                ("  of successes (2xx, 3xx)", &decoded.succeeded),
+                ("  of other statuses, timeouts", &decoded.unsuccessful),
+            ] {
+                let _ = writeln!(out, "{label:<34}{}", percentile_row(histogram));
+            }
         }
         let e = &self.errors;
         let s = &self.status;

@@ -135,11 +135,7 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
     let mut finals = Vec::new();
     while let Ok(message) = rx.recv() {
         match message {
-            Message::Interval {
-                second,
-                completed,
-                histogram,
-            } => intervals.add(second, completed, histogram),
+            Message::Interval { second, interval } => intervals.add(second, *interval),
             Message::Done(recorder) => finals.push(*recorder),
         }
     }
@@ -162,6 +158,8 @@ pub fn execute(config: &RunConfig) -> Result<RunResult, RunError> {
             (&mut histograms.corrected, &recorder.corrected),
             (&mut histograms.uncorrected, &recorder.uncorrected),
             (&mut histograms.send_lag, &recorder.send_lag),
+            (&mut histograms.succeeded, &recorder.succeeded),
+            (&mut histograms.unsuccessful, &recorder.unsuccessful),
         ] {
             into.add(from)
                 .map_err(|_| RunError::Generator("histograms with different bounds".into()))?;
@@ -235,12 +233,38 @@ fn resolve_and_probe(target: &Uri, timeout: Duration) -> Result<SocketAddr, RunE
 }
 
 enum Message {
-    Interval {
-        second: u64,
-        completed: u64,
-        histogram: Histogram<u64>,
-    },
+    Interval { second: u64, interval: Box<Interval> },
     Done(Box<Recorder>),
+}
+
+/// What completed in one second of a run (warm-up included): the corrected
+/// latency of every response and timeout, and of each outcome apart.
+struct Interval {
+    /// Responses completed.
+    completed: u64,
+    all: Histogram<u64>,
+    /// Successful responses (2xx, 3xx).
+    succeeded: Histogram<u64>,
+    /// Other responses (refused with a status, failed) and timeouts.
+    unsuccessful: Histogram<u64>,
+}
+
+impl Interval {
+    fn new() -> Self {
+        Interval {
+            completed: 0,
+            all: new_histogram(),
+            succeeded: new_histogram(),
+            unsuccessful: new_histogram(),
+        }
+    }
+
+    fn add(&mut self, other: &Interval) {
+        self.completed += other.completed;
+        let _ = self.all.add(&other.all);
+        let _ = self.succeeded.add(&other.succeeded);
+        let _ = self.unsuccessful.add(&other.unsuccessful);
+    }
 }
 
 /// What one thread recorded.
@@ -249,12 +273,15 @@ struct Recorder {
     corrected: Histogram<u64>,
     uncorrected: Histogram<u64>,
     send_lag: Histogram<u64>,
+    /// `corrected`, of successful responses (2xx, 3xx) only.
+    succeeded: Histogram<u64>,
+    /// `corrected`, of the other responses and timeouts only.
+    unsuccessful: Histogram<u64>,
     errors: Errors,
     status: StatusClasses,
     sent_in_window: u64,
     waited_for_connection: u64,
-    interval: Histogram<u64>,
-    interval_completed: u64,
+    interval: Interval,
 }
 
 enum Outcome {
@@ -272,12 +299,13 @@ impl Recorder {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
             send_lag: new_histogram(),
+            succeeded: new_histogram(),
+            unsuccessful: new_histogram(),
             errors: Errors::default(),
             status: StatusClasses::default(),
             sent_in_window: 0,
             waited_for_connection: 0,
-            interval: new_histogram(),
-            interval_completed: 0,
+            interval: Interval::new(),
         }
     }
 
@@ -305,20 +333,36 @@ impl Recorder {
     /// leaving it out would hide exactly the worst of the tail. Fast failures
     /// (refused, reset) are counted but not recorded as latencies, where
     /// they would make a failing target look quick.
+    ///
+    /// Successful responses (2xx, 3xx) are also recorded apart from the
+    /// rest (other statuses, timeouts): a proxy that sheds load answers
+    /// its refusals fast, and one histogram would mix them with the
+    /// requests it served.
     fn finished(&mut self, intended: Instant, sent: Option<Instant>, end: Instant, outcome: Outcome) {
         let corrected = micros(end.saturating_duration_since(intended));
         let waited = matches!(outcome, Outcome::Response(_) | Outcome::Timeout);
+        let succeeded = matches!(outcome, Outcome::Response(status) if (200..400).contains(&status));
         if waited {
-            self.interval.saturating_record(corrected);
+            self.interval.all.saturating_record(corrected);
+            if succeeded {
+                self.interval.succeeded.saturating_record(corrected);
+            } else {
+                self.interval.unsuccessful.saturating_record(corrected);
+            }
         }
         if let Outcome::Response(_) = outcome {
-            self.interval_completed += 1;
+            self.interval.completed += 1;
         }
         if !self.in_window(intended) {
             return;
         }
         if waited {
             self.corrected.saturating_record(corrected);
+            if succeeded {
+                self.succeeded.saturating_record(corrected);
+            } else {
+                self.unsuccessful.saturating_record(corrected);
+            }
             // Never sent (None): it waited its whole timeout for a connection
             // the target held. That is the target's latency, recorded above,
             // and a timeout, counted below; not generator lag.
@@ -439,11 +483,10 @@ fn generator_thread(
     let mut recorder = state.recorder.replace(Recorder::new((start, start)));
     // The last, partial second.
     let second = start.elapsed().as_secs();
-    let histogram = std::mem::replace(&mut recorder.interval, new_histogram());
+    let interval = std::mem::replace(&mut recorder.interval, Interval::new());
     let _ = tx.send(Message::Interval {
         second,
-        completed: recorder.interval_completed,
-        histogram,
+        interval: Box::new(interval),
     });
     let _ = tx.send(Message::Done(Box::new(recorder)));
 }
@@ -452,14 +495,11 @@ fn generator_thread(
 async fn flush_intervals(state: Rc<ThreadState>, start: Instant, tx: mpsc::Sender<Message>) {
     for second in 0.. {
         tokio::time::sleep_until((start + Duration::from_secs(second + 1)).into()).await;
-        let mut recorder = state.recorder.borrow_mut();
-        let histogram = std::mem::replace(&mut recorder.interval, new_histogram());
-        let completed = std::mem::take(&mut recorder.interval_completed);
+        let interval = std::mem::replace(&mut state.recorder.borrow_mut().interval, Interval::new());
         if tx
             .send(Message::Interval {
                 second,
-                completed,
-                histogram,
+                interval: Box::new(interval),
             })
             .is_err()
         {
@@ -652,7 +692,8 @@ fn classify(err: &hyper::Error) -> Outcome {
 /// waiting for a thread, so memory stays flat however long the run.
 struct Intervals {
     threads: usize,
-    pending: BTreeMap<u64, (usize, u64, Histogram<u64>)>,
+    /// Seconds some threads have reported: how many, and their sum.
+    pending: BTreeMap<u64, (usize, Interval)>,
     log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     progress: Progress,
     bar: Option<indicatif::ProgressBar>,
@@ -706,25 +747,32 @@ impl Intervals {
         })
     }
 
-    fn add(&mut self, second: u64, completed: u64, histogram: Histogram<u64>) {
-        let entry = self.pending.entry(second).or_insert_with(|| (0, 0, new_histogram()));
+    fn add(&mut self, second: u64, interval: Interval) {
+        let entry = self.pending.entry(second).or_insert_with(|| (0, Interval::new()));
         entry.0 += 1;
-        entry.1 += completed;
-        let _ = entry.2.add(&histogram);
+        entry.1.add(&interval);
         if entry.0 == self.threads {
-            if let Some((second, (_, completed, histogram))) = self.pending.remove_entry(&second) {
-                self.emit(second, completed, &histogram);
+            if let Some((second, (_, interval))) = self.pending.remove_entry(&second) {
+                self.emit(second, &interval);
             }
         }
     }
 
-    fn emit(&mut self, second: u64, completed: u64, histogram: &Histogram<u64>) {
+    fn emit(&mut self, second: u64, interval: &Interval) {
+        let (completed, histogram) = (interval.completed, &interval.all);
+        let (succeeded, unsuccessful) = (&interval.succeeded, &interval.unsuccessful);
         self.seconds.push(Second {
             second,
             completed,
             p50_us: histogram.value_at_quantile(0.5),
             p99_us: histogram.value_at_quantile(0.99),
             max_us: histogram.max(),
+            succeeded: succeeded.len(),
+            succeeded_p50_us: succeeded.value_at_quantile(0.5),
+            succeeded_p99_us: succeeded.value_at_quantile(0.99),
+            succeeded_p999_us: succeeded.value_at_quantile(0.999),
+            unsuccessful: unsuccessful.len(),
+            unsuccessful_p99_us: unsuccessful.value_at_quantile(0.99),
         });
         let p99 = if !histogram.is_empty() {
             crate::result::format_micros(histogram.value_at_quantile(0.99))
@@ -756,8 +804,8 @@ impl Intervals {
 
     fn finish(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        for (second, (_, completed, histogram)) in pending {
-            self.emit(second, completed, &histogram);
+        for (second, (_, interval)) in pending {
+            self.emit(second, &interval);
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
@@ -829,7 +877,7 @@ mod tests {
         assert_eq!(recorder.corrected.len(), 1);
         assert_eq!(recorder.sent_in_window, 1);
         assert_eq!(
-            recorder.interval_completed, 3,
+            recorder.interval.completed, 3,
             "the interval log covers warm-up and tail too"
         );
     }

@@ -49,6 +49,9 @@ impl Backends {
                 "--status".to_owned(),
                 scenario.backend.status.to_string(),
             ];
+            if let Some(capacity) = scenario.backend.capacity {
+                args.extend(["--capacity".to_owned(), capacity.to_string()]);
+            }
             if let Some(faulty) = faulty.filter(|_| index == 0) {
                 match faulty.mode {
                     // Its port was free and stays free: connections are refused.

@@ -378,6 +378,7 @@ mod tests {
             p50_us: p99_us,
             p99_us,
             max_us: p99_us,
+            ..Second::default()
         }
     }
 

@@ -24,6 +24,7 @@ pub fn colour(target: &str) -> &'static str {
         "haproxy" => "#8e44ad",
         "tailcut-least_request" => "#e67e22",
         "tailcut-round_robin" => "#f5b7b1",
+        "tailcut-limit" => "#d68910",
         _ => "#d68910",
     }
 }
@@ -172,6 +173,40 @@ impl Plot {
     }
 
     /// The next legend row.
+    /// A horizontal axis of seconds since the trial started, up to
+    /// `length`, ten ticks at most; `more` ends its title.
+    fn seconds_axis(&mut self, length: f64, more: &str) {
+        let step = (length / 10.0).ceil().max(1.0);
+        let mut second = 0.0;
+        while second <= length {
+            self.x_tick(second, &format!("{second}"));
+            second += step;
+        }
+        self.x_title(&format!("seconds since the trial started (warm-up included){more}"));
+    }
+
+    /// One value per second (`value` of each, none for a second without
+    /// one), drawn as runs of consecutive seconds: a second with no value
+    /// is a gap, not a zero.
+    fn seconds(
+        &mut self,
+        colour: &str,
+        seconds: &[crate::result::Second],
+        value: impl Fn(&crate::result::Second) -> Option<u64>,
+    ) {
+        let mut run: Vec<(f64, u64)> = Vec::new();
+        for s in seconds {
+            match value(s) {
+                Some(us) => run.push((s.second as f64 + 0.5, us)),
+                None => {
+                    self.line(colour, false, &run);
+                    run.clear();
+                }
+            }
+        }
+        self.line(colour, false, &run);
+    }
+
     fn legend(&mut self, colour: &str, dash: bool, text: &str) {
         let y = TOP + 10.0 + self.legend_rows as f64 * 20.0;
         let _ = writeln!(
@@ -265,13 +300,7 @@ pub fn timeline(results: &Results) -> Option<String> {
         .into_iter()
         .flat_map(|t| t.result.seconds.iter().flat_map(|s| [s.p99_us, s.max_us]));
     let mut plot = Plot::new("latency over time", 0.0, length, latencies);
-    let step = (length / 10.0).ceil().max(1.0);
-    let mut second = 0.0;
-    while second <= length {
-        plot.x_tick(second, &format!("{second}"));
-        second += step;
-    }
-    plot.x_title("seconds since the trial started (warm-up included)");
+    plot.seconds_axis(length, "");
     for trial in [tailcut, go] {
         let c = colour(&trial.target);
         // Each second's figures are drawn at the second's middle.
@@ -319,32 +348,48 @@ pub fn balancing_timeline(results: &Results) -> Option<String> {
             H - TOP - BOTTOM
         );
     }
-    let step = (length / 10.0).ceil().max(1.0);
-    let mut second = 0.0;
-    while second <= length {
-        plot.x_tick(second, &format!("{second}"));
-        second += step;
-    }
-    plot.x_title(&format!(
-        "seconds since the trial started (warm-up included), round {round}"
-    ));
+    plot.seconds_axis(length, &format!(", round {round}"));
     for (target, _) in &setup.targets {
         let Some(trial) = trials.iter().find(|t| &t.target == target) else {
             continue;
         };
         let c = colour(target);
-        // Runs of consecutive seconds with completed requests, each its own line.
-        let mut run: Vec<(f64, u64)> = Vec::new();
-        for s in &trial.result.seconds {
-            if s.completed == 0 {
-                plot.line(c, false, &run);
-                run.clear();
-            } else {
-                run.push((s.second as f64 + 0.5, s.p99_us));
-            }
-        }
-        plot.line(c, false, &run);
+        plot.seconds(c, &trial.result.seconds, |s| (s.completed > 0).then_some(s.p99_us));
         plot.legend(c, false, &format!("{target} p99"));
+    }
+    Some(plot.finish())
+}
+
+/// An overload scenario's load: each second's p99 of successful
+/// responses, every target, over its first trial. Seconds without a
+/// successful response are gaps.
+pub fn overload_timeline(load: &super::overload::LoadTrials) -> Option<String> {
+    let mut firsts: Vec<&Trial> = Vec::new();
+    for trial in &load.trials {
+        if !firsts.iter().any(|t| t.target == trial.target) {
+            firsts.push(trial);
+        }
+    }
+    let length = firsts.iter().map(|t| t.result.seconds.len()).max()? as f64;
+    let latencies = firsts.iter().flat_map(|t| {
+        t.result
+            .seconds
+            .iter()
+            .filter(|s| s.succeeded > 0)
+            .map(|s| s.succeeded_p99_us)
+    });
+    let title = format!(
+        "p99 of successful responses over time at {:.1}x capacity ({:.0} requests/s offered)",
+        load.multiple, load.rate
+    );
+    let mut plot = Plot::new(&title, 0.0, length, latencies);
+    plot.seconds_axis(length, "");
+    for trial in firsts {
+        let c = colour(&trial.target);
+        plot.seconds(c, &trial.result.seconds, |s| {
+            (s.succeeded > 0).then_some(s.succeeded_p99_us)
+        });
+        plot.legend(c, false, &trial.target);
     }
     Some(plot.finish())
 }

@@ -32,6 +32,7 @@ pub mod build;
 pub mod charts;
 pub mod gc;
 pub mod idle;
+pub mod overload;
 pub mod procs;
 pub mod report;
 pub mod scenario;
@@ -202,6 +203,10 @@ pub struct Results {
     /// A balancing scenario's backends and how each target balances.
     #[serde(default)]
     pub balancing: Option<balancing::Setup>,
+    /// An overload scenario's setup and every load's trials (`trials`
+    /// holds the heaviest load's again, for the sections that read one).
+    #[serde(default)]
+    pub overload: Option<overload::Overload>,
 }
 
 /// Runs the comparison and writes its results under `options.out`: each
@@ -233,7 +238,19 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
     // The generator runs in this process: pinned here, before its threads start.
     procs::pin_self(&plan.load, &plan);
 
-    let trials = run_rounds(&scenario, &proxies, &backends)?;
+    // Each load in turn (one, unless the scenario is an overload one); the
+    // heaviest load's trials are the ones every other section reads.
+    let mut loads = Vec::new();
+    for &multiple in &scenario.load.multiples {
+        let rate = scenario.load.rate * multiple;
+        if scenario.load.multiples.len() > 1 {
+            eprintln!("load {multiple:.1}x: {rate:.0} requests/s");
+        }
+        let trials = run_rounds(&scenario, &proxies, &backends, rate)?;
+        loads.push(overload::LoadTrials { multiple, rate, trials });
+    }
+    let heaviest = loads.last().map_or(scenario.load.rate, |l| l.rate);
+    let trials = loads.last().map(|l| l.trials.clone()).unwrap_or_default();
     let saturation = run_saturation(&scenario, &proxies)?;
     let sweep = run_sweep(&scenario, &proxies, backends.direct, &saturation)?;
     // Before the idle phase, whose connections are a different load.
@@ -249,10 +266,24 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         .collect();
     let idle = measure_idle(&scenario, &proxies);
 
+    // Every target, and what it does about the scenario's fault, in words.
+    let described: Vec<(String, String)> = proxies
+        .iter()
+        .map(|p| p.target)
+        .chain([Target::Direct])
+        .map(|t| (t.name().to_owned(), t.describe(scenario.tail)))
+        .collect();
+    let overload = (scenario.tail == Some(scenario::TailFeature::Overload)).then(|| overload::Overload {
+        capacity: scenario.backend.capacity.unwrap_or(0),
+        service: scenario.backend.delay.clone(),
+        capacity_rate: scenario.load.rate,
+        targets: described.clone(),
+        loads,
+    });
     let results = Results {
         scenario: scenario.name.clone(),
         description: scenario.description.clone(),
-        rate: scenario.load.rate,
+        rate: heaviest,
         proxy_threads: scenario.proxy_threads,
         plan,
         versions: versions(),
@@ -267,13 +298,9 @@ pub fn compare(options: &Options) -> Result<Results, CompareError> {
         balancing: backends.several().then(|| balancing::Setup {
             backends: backends.addrs.len(),
             faulty: scenario.backends.faulty.clone(),
-            targets: proxies
-                .iter()
-                .map(|p| p.target)
-                .chain([Target::Direct])
-                .map(|t| (t.name().to_owned(), t.describe(scenario.tail)))
-                .collect(),
+            targets: described,
         }),
+        overload,
     };
     summary::write(&results, &options.out)?;
     Ok(results)
@@ -337,15 +364,7 @@ fn start_targets(
             eprintln!("{name} is not installed: no {name} column");
             continue;
         };
-        match targets::start_reference(
-            reference,
-            &binary,
-            &backends.addrs,
-            scenario.proxy_threads,
-            scenario.tail,
-            out,
-            plan,
-        ) {
+        match targets::start_reference(reference, &binary, &backends.addrs, scenario, out, plan) {
             Ok(proxy) => proxies.push(proxy),
             Err(err) => eprintln!("warning: {name} left out: {err}"),
         }
@@ -355,7 +374,12 @@ fn start_targets(
 
 /// Phase 3: rounds of interleaved trials, every target once per round, the
 /// order rotating.
-fn run_rounds(scenario: &Scenario, proxies: &[Proxy], backends: &Backends) -> Result<Vec<Trial>, CompareError> {
+fn run_rounds(
+    scenario: &Scenario,
+    proxies: &[Proxy],
+    backends: &Backends,
+    rate: f64,
+) -> Result<Vec<Trial>, CompareError> {
     let mut gc_trace = gc::TraceReader::default();
     let mut trials = Vec::new();
     let targets: Vec<(Target, SocketAddr)> = proxies
@@ -368,7 +392,7 @@ fn run_rounds(scenario: &Scenario, proxies: &[Proxy], backends: &Backends) -> Re
             let (target, addr) = targets[(k + round - 1) % targets.len()];
             let name = target.name();
             let proxy = proxies.iter().find(|p| p.target == target);
-            let config = trial_config(scenario, addr, scenario.load.rate, scenario.load.connections, round)?;
+            let config = trial_config(scenario, addr, rate, scenario.load.connections, round)?;
             let served_before = backends.several().then(|| backends.served());
             backends.trial_starts();
             let mut trial = observed_trial(name, round, &config, proxy, &mut gc_trace)?;
@@ -381,9 +405,10 @@ fn run_rounds(scenario: &Scenario, proxies: &[Proxy], backends: &Backends) -> Re
                     .collect()
             });
             eprintln!(
-                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}{}{}",
+                "round {round} {name:>8}: {:.0} req/s, p99 {} us{}{}{}{}",
                 trial.result.achieved_rate,
                 decoded_p99(&trial.result),
+                outcomes(&trial.result),
                 trial.gc.as_ref().map_or(String::new(), |gc| format!(
                     ", {} GC cycles ({:.2} ms paused)",
                     gc.cycles.len(),
@@ -399,6 +424,21 @@ fn run_rounds(scenario: &Scenario, proxies: &[Proxy], backends: &Backends) -> Re
         }
     }
     Ok(trials)
+}
+
+/// `, successful p99 N us, M% not successful`, when not every response
+/// succeeded: the overall p99 then mixes two populations.
+fn outcomes(result: &RunResult) -> String {
+    let succeeded = result.status.success + result.status.redirect;
+    let all = result.status.total() + result.errors.total();
+    if succeeded == all || all == 0 {
+        return String::new();
+    }
+    let p99 = result.decode().map_or(0, |d| d.succeeded.value_at_quantile(0.99));
+    format!(
+        ", successful p99 {p99} us, {:.1}% not successful",
+        (all - succeeded) as f64 / all as f64 * 100.0
+    )
 }
 
 /// Phase 4: each proxy's saturation run: far more offered than one core

@@ -28,6 +28,9 @@ pub fn html(results: &Results) -> String {
     );
     claims(&mut page, results);
     super::balancing::html(&mut page, results);
+    if let Some(overload) = &results.overload {
+        page.push_str(&super::overload::html(overload));
+    }
     let _ = writeln!(
         page,
         "<h2>Latency spectrum</h2>\n<p>Latency from each request's intended send time (corrected for coordinated \
@@ -396,6 +399,7 @@ mod tests {
                     p50_us: base_us + 500,
                     p99_us: base_us + 990 + second * 10,
                     max_us: base_us + 2000,
+                    ..Second::default()
                 })
                 .collect(),
         };
@@ -461,6 +465,7 @@ mod tests {
                 facts("goproxy", 100_000, 11_500_000),
             ],
             trials,
+            overload: None,
             saturation: vec![
                 Saturation {
                     proxy: "tailcut".into(),
@@ -576,6 +581,7 @@ mod tests {
                         _ => 1_000,
                     },
                     max_us: 60_000,
+                    ..crate::result::Second::default()
                 })
                 .collect();
         }

@@ -117,6 +117,14 @@ pub struct Load {
     /// The generator's longest stall above which a trial is invalid.
     #[serde(deserialize_with = "duration", default = "max_stall")]
     pub max_stall: Duration,
+    /// An overload scenario's loads, as multiples of `rate`: each round
+    /// runs every target at each, lightest first.
+    #[serde(default = "single_load")]
+    pub multiples: Vec<f64>,
+}
+
+fn single_load() -> Vec<f64> {
+    vec![1.0]
 }
 
 /// `tailcut-load backend` settings.
@@ -133,6 +141,10 @@ pub struct Backend {
     /// scenario where every backend fails).
     #[serde(default = "ok_status")]
     pub status: u16,
+    /// Requests each backend serves at once, the others waiting inside it
+    /// in arrival order (`tailcut-load backend --capacity`); none: no limit.
+    #[serde(default)]
+    pub capacity: Option<usize>,
 }
 
 impl Default for Backend {
@@ -141,6 +153,7 @@ impl Default for Backend {
             size: size(),
             delay: delay(),
             status: ok_status(),
+            capacity: None,
         }
     }
 }
@@ -158,6 +171,10 @@ pub enum TailFeature {
     Hedging,
     /// `[routes.retry]` with its defaults.
     Retries,
+    /// `[upstreams.NAME.concurrency]` enabled at its defaults, in front of
+    /// backends with a capacity (`[backend] capacity`), offered each of
+    /// `[load] multiples` of `[load] rate`.
+    Overload,
 }
 
 /// Several backends behind every proxy, the first of them faulty: a
@@ -354,6 +371,12 @@ impl Scenario {
                 message: format!("sweep.fractions: {bad} is not in (0, 1.5]"),
             });
         }
+        if let Some(problem) = scenario.overload_problem() {
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                message: problem,
+            });
+        }
         if let Some(problem) = scenario.backends_problem() {
             return Err(ScenarioError::Invalid {
                 path: path.to_path_buf(),
@@ -370,6 +393,26 @@ impl Scenario {
             });
         }
         Ok(scenario)
+    }
+
+    /// What is wrong with the overload settings, if anything.
+    fn overload_problem(&self) -> Option<String> {
+        if let Some(bad) = self.load.multiples.iter().find(|m| !(**m > 0.0 && **m <= 10.0)) {
+            return Some(format!("load.multiples: {bad} is not in (0, 10]"));
+        }
+        if self.load.multiples.is_empty() {
+            return Some("load.multiples: needs at least one load".into());
+        }
+        if self.backend.capacity == Some(0) {
+            return Some("backend.capacity: must be at least 1".into());
+        }
+        match (self.tail, self.backend.capacity, self.load.multiples.len()) {
+            (Some(TailFeature::Overload), None, _) => {
+                Some("tail = \"overload\" needs backend.capacity: the load is offered in multiples of it".into())
+            }
+            (Some(TailFeature::Overload), _, _) | (_, _, 1) => None,
+            _ => Some("load.multiples: only an overload scenario (tail = \"overload\") runs several loads".into()),
+        }
     }
 
     /// What is wrong with `[backends]`, if anything.

@@ -224,6 +224,9 @@ pub fn table(results: &Results) -> String {
         let _ = writeln!(out, "{:>10.1} s   clean build: {}", build.seconds, build.command);
     }
     out.push_str(&super::balancing::text(results));
+    if let Some(overload) = &results.overload {
+        out.push_str(&super::overload::text(overload));
+    }
     let _ = writeln!(out, "\ntailcut against Go (95% bootstrap intervals over valid trials):");
     for verdict in &results.verdicts {
         let _ = writeln!(out, "  p{:<8} {}", verdict.quantile * 100.0, verdict.text);

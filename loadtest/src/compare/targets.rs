@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::procs::{self, CpuPlan, Running};
-use super::scenario::TailFeature;
+use super::scenario::{Scenario, TailFeature};
 use super::{setup, CompareError};
 
 /// Connections each proxy accepts: the idle-connection phase's 10,000 and
@@ -69,6 +69,7 @@ impl Target {
             Target::Tailcut(Policy::RoundRobin) => "tailcut-round_robin",
             Target::TailcutWith(TailFeature::Hedging) => "tailcut-hedging",
             Target::TailcutWith(TailFeature::Retries) => "tailcut-retries",
+            Target::TailcutWith(TailFeature::Overload) => "tailcut-limit",
             Target::GoProxy => "goproxy",
             Target::Reference(reference) => reference.name(),
             Target::Direct => "direct",
@@ -86,6 +87,9 @@ impl Target {
             }
             Target::TailcutWith(TailFeature::Retries) => {
                 "peak-EWMA P2C, outlier ejection, [routes.retry] defaults (one retry on another backend; budget 20% + 10/s)"
+            }
+            Target::TailcutWith(TailFeature::Overload) => {
+                "[upstreams.NAME.concurrency] defaults: gradient limit, CoDel queue (5 ms / 100 ms, at most 100), adaptive LIFO, 503 + Retry-After"
             }
             Target::GoProxy => "round-robin (httputil.ReverseProxy has no other)",
             Target::Reference(Reference::Nginx) => {
@@ -111,6 +115,16 @@ impl Target {
                 "{balancing}, retries 1, retry-on conn-failure empty-response response-timeout 502 503 504, option redispatch 1"
             ),
             (Target::Reference(_), Some(TailFeature::Hedging)) => format!("{balancing}; no hedging"),
+            (Target::Reference(Reference::Nginx), Some(TailFeature::Overload)) => format!(
+                "{balancing}; max_conns = the backend's capacity: a request over it is answered 502 at once (nginx has no queue)"
+            ),
+            (Target::Reference(Reference::Haproxy), Some(TailFeature::Overload)) => format!(
+                "{balancing}; maxconn = the backend's capacity, the rest in HAProxy's queue for at most timeout queue 10ms (then 503)"
+            ),
+            (Target::Direct, Some(TailFeature::Overload)) => "the backend alone: no proxy, its own queue".to_owned(),
+            (Target::Tailcut(_) | Target::GoProxy, Some(TailFeature::Overload)) => {
+                format!("{balancing}; no limit: every request is forwarded")
+            }
             _ => balancing.to_owned(),
         }
     }
@@ -164,11 +178,15 @@ pub fn start_proxy(
         Target::TailcutWith(TailFeature::Retries) => "[routes.retry]\n",
         _ => "",
     };
+    let limit = match target {
+        Target::TailcutWith(TailFeature::Overload) => "[upstreams.backend.concurrency]\nenabled = true\n",
+        _ => "",
+    };
     // Room for the idle-connection phase's connections on top of the limit's default.
     let config = format!(
         "[[listeners]]\nname = \"compare\"\naddress = \"127.0.0.1:{port}\"\nmax_connections = {MAX_CONNECTIONS}\n\n\
          [[routes]]\nname = \"all\"\n\
-         upstream = \"backend\"\n{tail}\n[upstreams.backend]\n{balance}backends = [{}]\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n",
+         upstream = \"backend\"\n{tail}\n[upstreams.backend]\n{balance}backends = [{}]\n{limit}\n[admin]\naddress = \"127.0.0.1:{admin}\"\n",
         list.join(", ")
     );
     let config_path = out.join(format!("{name}.toml"));
@@ -267,22 +285,28 @@ pub fn start_reference(
     reference: Reference,
     binary: &Path,
     backends: &[SocketAddr],
-    threads: usize,
-    tail: Option<TailFeature>,
+    scenario: &Scenario,
     out: &Path,
     plan: &CpuPlan,
 ) -> Result<Proxy, CompareError> {
+    let (threads, tail) = (scenario.proxy_threads, scenario.tail);
+    let capacity = scenario.backend.capacity;
     let port = procs::free_port().map_err(setup("free port"))?;
     let name = reference.name();
     let retries = tail == Some(TailFeature::Retries);
+    // Overload: each proxy's own way of not sending a backend more than it
+    // can serve at once.
+    let capacity = capacity.filter(|_| tail == Some(TailFeature::Overload));
     let config_path = out.join(format!("{name}.conf"));
     let several = backends.len() > 1;
     let nginx_upstream = {
         let servers: String = backends
             .iter()
-            .map(|b| match several {
-                true => format!("server {b} max_fails=3 fail_timeout=30s; "),
-                false => format!("server {b}; "),
+            .map(|b| match (several, capacity) {
+                (true, None) => format!("server {b} max_fails=3 fail_timeout=30s; "),
+                (true, Some(n)) => format!("server {b} max_fails=3 fail_timeout=30s max_conns={n}; "),
+                (false, None) => format!("server {b}; "),
+                (false, Some(n)) => format!("server {b} max_conns={n}; "),
             })
             .collect();
         let policy = if several { "least_conn; " } else { "" };
@@ -307,17 +331,22 @@ pub fn start_reference(
                 "  option redispatch 1".to_owned(),
             ]);
         }
+        let maxconn = capacity.map_or(String::new(), |n| format!(" maxconn {n}"));
         lines.extend(backends.iter().enumerate().map(|(i, b)| {
-            format!("  server b{i} {b} check inter 1s fall 3 rise 2 observe layer7 error-limit 5 on-error mark-down")
+            format!(
+                "  server b{i} {b} check inter 1s fall 3 rise 2 observe layer7 error-limit 5 on-error mark-down{maxconn}"
+            )
         }));
         lines
     } else {
+        let maxconn = capacity.map_or(String::new(), |n| format!(" maxconn {n}"));
         backends
             .iter()
             .enumerate()
-            .map(|(i, b)| format!("  server b{} {b}", i + 1))
+            .map(|(i, b)| format!("  server b{} {b}{maxconn}", i + 1))
             .collect()
     };
+    let queue_timeout = if capacity.is_some() { "  timeout queue 10ms" } else { "" };
     let (config, args) = match reference {
         Reference::Nginx => (
             format!(
@@ -353,6 +382,7 @@ pub fn start_reference(
                 "  timeout connect 1s".to_owned(),
                 "  timeout client 60s".to_owned(),
                 "  timeout server 30s".to_owned(),
+                queue_timeout.to_owned(),
                 "  option http-keep-alive".to_owned(),
                 "  http-reuse always".to_owned(),
                 "frontend compare".to_owned(),

@@ -139,9 +139,14 @@ fn compare_runs_every_trial_and_writes_results_summary_and_hgrm() {
 /// Runs `compare` on a tiny balancing scenario (three backends, the first
 /// faulty as `faulty` says) and returns its results and report.
 fn balancing_run(faulty: &str, load: &str) -> (serde_json::Value, String, String) {
+    // The generator shares its CPU with three backends (and here with the
+    // test runner): its schedule is held to 5 ms, as in the saved
+    // balancing scenarios, so that a trial's validity is not what a
+    // balancing test checks.
     tiny_run(&format!(
         "name = \"tiny-balancing\"\n[load]\nrate = 300\nduration = \"2s\"\nconnections = 8\nrounds = 1\n\
-         saturation = \"0s\"\n{load}\n[backends]\ncount = 3\n[backends.faulty]\n{faulty}\n"
+         saturation = \"0s\"\nmax_send_lag = \"5ms\"\nmax_stall = \"50ms\"\n{load}\n[backends]\ncount = 3\n\
+         [backends.faulty]\n{faulty}\n"
     ))
 }
 
@@ -413,5 +418,70 @@ fn an_all_failing_scenario_shows_retries_within_the_budget() {
     assert!(
         retries <= sent / 5 + 10 * 3 + 2,
         "{retries} retries for {sent} requests"
+    );
+}
+
+#[test]
+fn an_overload_scenario_runs_every_target_at_each_load_and_reads_outcomes_apart() {
+    // A backend serving 2 requests at once for 5 ms (400 requests/s),
+    // offered 1x and 2x that.
+    let (results, report, summary) = tiny_run(
+        "name = \"tiny-overload\"\ntail = \"overload\"\n[load]\nrate = 400\nmultiples = [1.0, 2.0]\n\
+         duration = \"2s\"\nwarmup = \"1s\"\nconnections = 32\nrounds = 1\nsaturation = \"0s\"\n\
+         max_error_rate = 1.0\nmax_send_lag = \"5ms\"\nmax_stall = \"50ms\"\n\
+         [backend]\ndelay = \"fixed:5ms\"\ncapacity = 2\n",
+    );
+    let overload = &results["overload"];
+    assert_eq!(overload["capacity"], 2);
+    let loads = overload["loads"].as_array().expect("loads");
+    let multiples: Vec<f64> = loads.iter().map(|l| l["multiple"].as_f64().unwrap_or(0.0)).collect();
+    assert_eq!(multiples, [1.0, 2.0]);
+    for load in loads {
+        let trials = load["trials"].as_array().expect("trials");
+        let names: Vec<&str> = trials.iter().map(|t| t["target"].as_str().unwrap_or("")).collect();
+        for target in ["tailcut", "tailcut-limit", "goproxy", "direct"] {
+            assert!(names.contains(&target), "{target} at {}: {names:?}", load["multiple"]);
+        }
+    }
+    // The heaviest load's trials are the ones the other sections read.
+    assert_eq!(results["trials"], loads[1]["trials"]);
+    let at_twice = |target: &str| {
+        loads[1]["trials"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["target"] == target))
+            .expect("a trial")
+            .clone()
+    };
+    // With the limit, tailcut refuses part of twice its backend's
+    // capacity; without it, it refuses nothing (what it cannot serve
+    // waits, or times out).
+    let limited = at_twice("tailcut-limit");
+    assert!(
+        limited["result"]["status"]["5xx"].as_u64().unwrap_or(0) > 0,
+        "{limited}"
+    );
+    assert!(
+        limited["result"]["status"]["2xx"].as_u64().unwrap_or(0) > 0,
+        "{limited}"
+    );
+    assert_eq!(at_twice("tailcut")["result"]["status"]["5xx"], 0);
+    // Outcomes apart: both histograms kept, and each second's successes.
+    let histograms = &limited["result"]["histograms"];
+    assert!(histograms["succeeded"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(histograms["unsuccessful"].as_str().is_some_and(|h| !h.is_empty()));
+    let seconds = limited["result"]["seconds"].as_array().expect("seconds");
+    assert!(seconds.iter().any(|s| s["succeeded"].as_u64().unwrap_or(0) > 0));
+    assert!(seconds.iter().any(|s| s["unsuccessful"].as_u64().unwrap_or(0) > 0));
+    // The table in summary.txt and the report, with a chart per load.
+    assert!(summary.contains("overload: backend capacity 2 at once"), "{summary}");
+    assert!(summary.contains(" 2.0x tailcut-limit"), "{summary}");
+    assert!(
+        report.contains("<h2>Overload: a backend with a capacity"),
+        "report section"
+    );
+    assert_eq!(
+        report.matches("p99 of successful responses over time at").count(),
+        2,
+        "a chart per load"
     );
 }

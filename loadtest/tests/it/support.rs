@@ -26,6 +26,7 @@ pub fn backend(status: u16, delay: &str) -> SocketAddr {
         delay: delay.parse::<Delay>().expect("delay"),
         window: None,
         share: 1.0,
+        capacity: None,
     };
     serve_on_thread(move |listener| backend::serve(listener, Arc::new(config)))
 }
