@@ -233,8 +233,11 @@ impl Cluster {
                 count.store(old_count, Ordering::Relaxed);
             }
         }
-        // Kept when only the addresses changed (a new resolution).
-        let admission = match same_definition {
+        // Kept, with its limit, minimum RTT and permits, whenever its own
+        // section is unchanged: a new resolution, or a reload that changed
+        // another key, must not send the limit back to `min_limit` (and
+        // shed while it grows back).
+        let admission = match previous.filter(|old| old.definition.concurrency == upstream.concurrency) {
             Some(old) => old.admission.clone(),
             None => upstream
                 .concurrency
@@ -401,4 +404,54 @@ pub struct BackendState<'a> {
     pub healthy: bool,
     /// How many times it was ejected.
     pub ejections: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn upstream(extra: &str) -> (config::Config, ClusterCounters) {
+        let toml = format!(
+            "[[listeners]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\nupstream = \"app\"\n\
+             [upstreams.app]\nbackends = [\"127.0.0.1:9\"]\n{extra}"
+        );
+        let config = crate::config::parse(std::path::Path::new("t.toml"), &toml).expect("config");
+        let counters = Metrics::new(&config).cluster("app");
+        (config, counters)
+    }
+
+    fn cluster(config: &config::Config, counters: &ClusterCounters, previous: Option<&Cluster>) -> Cluster {
+        let endpoints = [Endpoint {
+            addr: "127.0.0.1:9".parse().expect("address"),
+            name: None,
+        }];
+        Cluster::new(
+            "app",
+            &config.upstreams["app"],
+            &config.timeouts,
+            counters.clone(),
+            previous,
+            &endpoints,
+        )
+    }
+
+    #[test]
+    fn admission_survives_a_change_to_other_keys_but_not_to_its_own() {
+        let limited = "[upstreams.app.concurrency]\nenabled = true\n";
+        let (config, counters) = upstream(limited);
+        let first = cluster(&config, &counters, None);
+        let admission = first.admission().expect("enabled").clone();
+        // Another key changed: the same admission, limit and all.
+        let (changed, _) = upstream(&format!("pool_idle_timeout = \"5s\"\n{limited}"));
+        let second = cluster(&changed, &counters, Some(&first));
+        assert!(Arc::ptr_eq(second.admission().expect("enabled"), &admission));
+        // Its own section changed: a new one.
+        let (retuned, _) = upstream(&format!("{limited}max_limit = 50\n"));
+        let third = cluster(&retuned, &counters, Some(&second));
+        assert!(!Arc::ptr_eq(third.admission().expect("enabled"), &admission));
+        // Turned off: none.
+        let (off, _) = upstream("");
+        assert!(cluster(&off, &counters, Some(&third)).admission().is_none());
+    }
 }
