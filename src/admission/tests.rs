@@ -193,9 +193,14 @@ async fn a_backlog_older_than_twice_the_target_is_refused_once_overload_begins()
             .left(Duration::from_millis(6), now + Duration::from_millis(100));
         assert!(state.codel.overloaded(now + Duration::from_millis(100)));
     }
-    tokio::time::advance(Duration::from_millis(100)).await;
-    // They waited over twice the target: the release sloughs them all.
+    // 20 ms on: over twice the target, well within their own longest wait
+    // (an interval, 100 ms).
+    tokio::time::advance(Duration::from_millis(20)).await;
+    // The release sloughs them all, at once, and the permit goes back
+    // unused: newest first would have granted the last of them.
     drop(held);
+    assert_eq!(admission.queued(), 0);
+    assert_eq!(admission.in_flight(), 0);
     for task in waiting {
         assert_eq!(task.await.expect("task").expect_err("refused"), Shed::QueueTimeout);
     }

@@ -104,6 +104,7 @@ impl Future for Forward {
                 marks = replayed;
                 (result, *route)
             }
+            // Not reached: the loop above has left the queue behind.
             Stage::Queued { .. } => return Poll::Pending,
             Stage::Failed { error, route } => match error.take() {
                 Some(error) => {
